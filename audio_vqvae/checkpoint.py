@@ -1,0 +1,99 @@
+"""Self-describing checkpoints: config as plain data, the speaker table and the weights.
+
+A checkpoint loads with ``torch.load(path, weights_only=True)``; :func:`load_model` rebuilds the
+model from the file alone.
+
+Example:
+    >>> import tempfile, torch
+    >>> from audio_vqvae.config import ModelConfig
+    >>> from audio_vqvae.model import VQVAE
+    >>> cfg = ModelConfig.preset("small"); cfg.num_speakers = 2
+    >>> path = tempfile.mkdtemp() + "/model.pt"
+    >>> save_checkpoint(path, VQVAE(cfg, speakers=[{"id": 0, "name": "p225"}, {"id": 1, "name": "p226"}]))
+    >>> load_model(path).speaker_id("p226")
+    1
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from audio_vqvae.config import ConfigError, ModelConfig
+from audio_vqvae.errors import CheckpointError
+from audio_vqvae.model import VQVAE
+
+FORMAT = "audio-vqvae"
+VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Union[str, Path], model: VQVAE, extra: Optional[dict] = None) -> None:
+    """Write ``model`` (config, speaker table, weights and buffers) and optional ``extra`` entries.
+
+    ``extra`` must hold plain data and tensors only (e.g. step, optimizer state), so that the
+    file keeps loading with ``weights_only=True``.
+    """
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.config.to_dict(),
+        "speakers": [dict(entry) for entry in model.speakers],
+        "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+    }
+    reserved = set(payload) & set(extra or {})
+    if reserved:
+        raise ValueError(f"extra entries may not override {sorted(reserved)}")
+    payload.update(extra or {})
+    atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> dict:
+    """Read a checkpoint's contents (plain data and tensors) with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(err).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an audio-vqvae checkpoint (expected a file written by save_checkpoint)")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than this audio-vqvae "
+                              f"understands ({VERSION}); upgrade the package")
+    return payload
+
+
+def load_model(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> VQVAE:
+    """Rebuild a :class:`VQVAE` in eval mode from a checkpoint file alone."""
+    payload = load_checkpoint(path, map_location)
+    try:
+        config = ModelConfig.from_dict(payload["config"], where=f"{path}: config")
+        model = VQVAE(config, speakers=payload["speakers"])
+        model.load_state_dict(payload["model"])
+    except (ConfigError, KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({str(err).splitlines()[0]})") from None
+    return model.to(map_location).eval()

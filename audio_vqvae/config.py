@@ -1,0 +1,353 @@
+"""Configuration dataclasses: one per part, nested in :class:`ModelConfig` and :class:`ExperimentConfig`.
+
+Every config round-trips through plain data (``to_dict`` / ``from_dict``), so it can live in YAML
+files and inside checkpoints that load with ``torch.load(..., weights_only=True)``.
+
+Example:
+    >>> cfg = ModelConfig.preset("small")
+    >>> cfg.encoder.hop_length, cfg.decoder.receptive_field
+    (64, 2047)
+    >>> ModelConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    >>> apply_overrides(cfg, ["quantizer.num_codes=128"]).quantizer.num_codes
+    128
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Tuple, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file is not what the dataclass expects."""
+
+
+class _Config:
+    """Mixin giving dataclasses plain-data (de)serialisation."""
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict, *, where: str = "") -> T:
+        return _from_plain(cls, data, where or cls.__name__)
+
+    @classmethod
+    def from_yaml(cls: type[T], path: Union[str, Path]) -> T:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+        return _from_plain(cls, data, str(path))
+
+    def to_yaml(self, path: Union[str, Path]) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+@dataclass
+class EncoderConfig(_Config):
+    """Strided 1-D convolutions over the raw waveform, (B, 1, T) -> (B, D, T // hop_length).
+
+    Each stride ``s`` gets a convolution of window ``2 * s`` (the paper's stride 2, window 4),
+    followed by ``residual_layers`` non-strided residual blocks.
+    """
+
+    hidden_channels: int = 128
+    strides: Tuple[int, ...] = (2, 2, 2, 2, 2, 2)
+    residual_layers: int = 1
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+    def validate(self) -> None:
+        if not self.strides or any(s < 1 for s in self.strides):
+            raise ConfigError(f"encoder.strides must be positive integers, got {self.strides}")
+        _require_positive(self, "hidden_channels")
+        if self.residual_layers < 0:
+            raise ConfigError("encoder.residual_layers must be >= 0")
+
+
+@dataclass
+class QuantizerConfig(_Config):
+    """Codebook of ``num_codes`` vectors of size ``code_dim`` (van den Oord et al. 2017, Sec. 3.1).
+
+    ``update="ema"`` uses the exponential-moving-average codebook of the paper's appendix;
+    ``"grad"`` learns it with the codebook loss. ``dead_code_steps`` restarts codes unused for that
+    many training steps from recent encoder outputs (0 turns restarts off); ``data_init`` initialises
+    the codebook from the first training batch.
+    """
+
+    num_codes: int = 512
+    code_dim: int = 64
+    update: Literal["ema", "grad"] = "ema"
+    decay: float = 0.99
+    commitment: float = 0.25
+    epsilon: float = 1e-5
+    data_init: bool = True
+    dead_code_steps: int = 200
+
+    def validate(self) -> None:
+        _require_positive(self, "num_codes")
+        _require_positive(self, "code_dim")
+        if self.update not in ("ema", "grad"):
+            raise ConfigError(f"quantizer.update must be 'ema' or 'grad', got {self.update!r}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"quantizer.decay must be in [0, 1), got {self.decay}")
+        if self.dead_code_steps < 0:
+            raise ConfigError("quantizer.dead_code_steps must be >= 0")
+
+
+@dataclass
+class WaveNetConfig(_Config):
+    """WaveNet decoder (van den Oord et al. 2016) with local and global conditioning.
+
+    ``stacks`` x ``layers_per_stack`` causal dilated convolutions of kernel 2, dilations
+    1, 2, ..., 2**(layers_per_stack - 1) in every stack. ``gate_channels`` is split in half between
+    the tanh and the sigmoid branch of each gated unit (the r9y9/wavenet_vocoder convention).
+    """
+
+    stacks: int = 2
+    layers_per_stack: int = 10
+    residual_channels: int = 64
+    gate_channels: int = 128
+    skip_channels: int = 128
+    conditioning_channels: int = 128
+    speaker_dim: int = 64
+    quantization_channels: int = 256
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2**i for i in range(self.layers_per_stack)] * self.stacks
+
+    @property
+    def receptive_field(self) -> int:
+        """Number of past samples the prediction of sample t can see (kernel 2: sum of dilations + 1)."""
+        return sum(self.dilations) + 1
+
+    def validate(self) -> None:
+        for name in ("stacks", "layers_per_stack", "residual_channels", "gate_channels", "skip_channels",
+                     "conditioning_channels", "speaker_dim", "quantization_channels"):
+            _require_positive(self, name)
+        if self.gate_channels % 2:
+            raise ConfigError(f"decoder.gate_channels must be even (tanh and sigmoid halves), got {self.gate_channels}")
+
+
+@dataclass
+class ModelConfig(_Config):
+    """The whole VQ-VAE: encoder, quantizer, WaveNet decoder and what ties them together."""
+
+    sample_rate: int = 16000
+    num_speakers: int = 1
+    time_jitter: float = 0.12
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    decoder: WaveNetConfig = field(default_factory=WaveNetConfig)
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        """Latent frames per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the code stream at full codebook use (frames/s x log2 K)."""
+        return self.frame_rate * math.log2(self.quantizer.num_codes)
+
+    @classmethod
+    def preset(cls, name: str) -> "ModelConfig":
+        """Load a bundled preset: ``"small"`` (CPU, demo) or ``"paper"`` (VCTK, paper scale)."""
+        path = PRESET_DIR / f"{name}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+            raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(known)}")
+        return cls.from_yaml(path)
+
+    def validate(self) -> None:
+        _require_positive(self, "sample_rate")
+        _require_positive(self, "num_speakers")
+        if not 0.0 <= self.time_jitter < 1.0:
+            raise ConfigError(f"time_jitter must be in [0, 1), got {self.time_jitter}")
+        self.encoder.validate()
+        self.quantizer.validate()
+        self.decoder.validate()
+
+
+@dataclass
+class DataConfig(_Config):
+    """Which corpus to read and how to cut it into training examples."""
+
+    corpus: Literal["vctk", "librispeech", "folders", "demo"] = "vctk"
+    data_root: Optional[str] = None
+    cache_dir: Optional[str] = None
+    segment_length: int = 16384
+    batch_size: int = 16
+    num_workers: int = 2
+    trim_silence_db: Optional[float] = 40.0
+    valid_utterances_per_speaker: int = 2
+    valid_speakers: Tuple[str, ...] = ()
+    train_subsets: Tuple[str, ...] = ("train-clean-100",)
+    valid_subsets: Tuple[str, ...] = ()
+    mic: Literal["mic1", "mic2"] = "mic1"
+
+
+@dataclass
+class TrainConfig(_Config):
+    """Optimisation, logging and checkpointing of one training run."""
+
+    max_steps: int = 200000
+    learning_rate: float = 2e-4
+    warmup_steps: int = 1000
+    min_learning_rate: float = 1e-5
+    grad_clip: float = 1.0
+    seed: int = 1234
+    bf16: bool = True
+    device: str = "auto"
+    log_every: int = 50
+    valid_every: int = 1000
+    valid_batches: int = 8
+    audio_every: int = 5000
+    audio_clips: int = 2
+    audio_seconds: float = 1.0
+    conversion_speakers: int = 3
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class ExperimentConfig(_Config):
+    """Everything a training run needs: model, data and training settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- plain-data machinery
+
+
+def _require_positive(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if not (isinstance(value, int) and value > 0):
+        raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_plain(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
+                          f"known: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(annotation: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against a field annotation and convert lists to tuples where declared."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return _from_plain(annotation, value, where)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        items = [_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is Any:
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def apply_overrides(config: T, overrides: Sequence[str]) -> T:
+    """Return a copy of ``config`` with dotted ``key=value`` overrides applied and type-checked.
+
+    Values are parsed as YAML scalars (``quantizer.update=grad``, ``train.bf16=false``,
+    ``encoder.strides=[2,4,5,8]``).
+    """
+    result = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value")
+        parts = key.strip().split(".")
+        target = result
+        for part in parts[:-1]:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                raise ConfigError(f"override {item!r}: no config section {part!r}")
+            target = getattr(target, part)
+        name = parts[-1]
+        if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+            known = ", ".join(f.name for f in dataclasses.fields(target)) if dataclasses.is_dataclass(target) else ""
+            raise ConfigError(f"override {item!r}: unknown key {name!r}" + (f"; known: {known}" if known else ""))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        hint = typing.get_type_hints(type(target))[name]
+        if value is None and raw.strip() not in ("null", "~", "none", "None"):
+            value = raw
+        setattr(target, name, _coerce(hint, value, key))
+    return result

@@ -1,0 +1,162 @@
+"""The VQ-VAE: encoder, vector quantizer and WaveNet decoder (van den Oord et al. 2017, Sec. 4.3).
+
+Example:
+    >>> import torch
+    >>> from audio_vqvae.config import ModelConfig
+    >>> cfg = ModelConfig.preset("small"); cfg.num_speakers = 4
+    >>> model = VQVAE(cfg)
+    >>> out = model(torch.rand(2, 1024) * 2 - 1, torch.tensor([0, 3]))
+    >>> out.logits.shape, out.codes.shape                  # (B, 256, T), (B, T // hop)
+    (torch.Size([2, 256, 1024]), torch.Size([2, 16]))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audio_vqvae.config import ModelConfig
+from audio_vqvae.encoder import Encoder
+from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
+from audio_vqvae.quantizer import VectorQuantizer, time_jitter
+from audio_vqvae.wavenet import WaveNet
+
+
+@dataclass
+class VQVAEOutput:
+    """What :meth:`VQVAE.forward` returns.
+
+    Attributes:
+        logits: Tensor[B x 256 x T]; position t predicts sample t from samples < t (teacher forcing).
+        codes: LongTensor[B x T // hop].
+        loss: total training loss (reconstruction in nats + quantizer loss).
+        reconstruction: cross-entropy of the targets in nats per sample.
+        quantizer: the quantizer's loss term (codebook and/or β·commitment).
+        perplexity: codebook perplexity in this batch.
+        codes_used: distinct codes in this batch.
+    """
+
+    logits: torch.Tensor
+    codes: torch.Tensor
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    quantizer: torch.Tensor
+    perplexity: torch.Tensor
+    codes_used: torch.Tensor
+
+    @property
+    def bits_per_sample(self) -> torch.Tensor:
+        return self.reconstruction / math.log(2)
+
+
+class VQVAE(nn.Module):
+    """VQ-VAE with a WaveNet decoder conditioned on the codes and on a speaker embedding.
+
+    Args:
+        config: the whole model config; ``config.num_speakers`` sizes the speaker embedding.
+        speakers: optional speaker table (plain dicts with at least ``"id"`` and ``"name"``),
+            stored in checkpoints so that speakers can be addressed by name.
+    """
+
+    def __init__(self, config: ModelConfig, speakers: Optional[list[dict]] = None):
+        super().__init__()
+        config.validate()
+        if speakers is not None and len(speakers) != config.num_speakers:
+            raise ValueError(f"speaker table has {len(speakers)} entries but num_speakers={config.num_speakers}")
+        self.config = config
+        self.speakers = list(speakers) if speakers is not None else [
+            {"id": i, "name": f"speaker{i}"} for i in range(config.num_speakers)]
+        self.hop_length = config.hop_length
+        self.encoder = Encoder(config.encoder, config.quantizer.code_dim)
+        self.quantizer = VectorQuantizer.from_config(config.quantizer)
+        self.decoder = WaveNet(config.decoder, config.num_speakers, config.quantizer.code_dim, config.encoder.strides[::-1])
+
+    # ------------------------------------------------------------------ helpers
+
+    def speaker_id(self, name: str) -> int:
+        """Speaker id for a name in the speaker table; ``KeyError`` lists the known names."""
+        for entry in self.speakers:
+            if entry["name"] == name:
+                return int(entry["id"])
+        raise KeyError(f"unknown speaker {name!r}; known: {', '.join(e['name'] for e in self.speakers)}")
+
+    def _check_audio(self, audio: torch.Tensor) -> None:
+        if audio.dim() != 2:
+            raise ValueError(f"audio must have shape (B, T), got {tuple(audio.shape)}")
+        if audio.shape[1] < self.hop_length:
+            raise ValueError(f"audio needs at least hop_length={self.hop_length} samples, got {audio.shape[1]}")
+
+    def conditioning(self, quantized: torch.Tensor, length: int) -> torch.Tensor:
+        """Upsample Tensor[B x D x T'] code vectors to Tensor[B x C x length] at the sample rate.
+
+        When ``length`` is not a multiple of the hop, the last frame's conditioning is held.
+        """
+        upsampled = self.decoder.upsample(quantized)
+        if upsampled.shape[2] < length:
+            upsampled = F.pad(upsampled, (0, length - upsampled.shape[2]), mode="replicate")
+        return upsampled[:, :, :length]
+
+    # ------------------------------------------------------------------ public API
+
+    def forward(self, audio: torch.Tensor, speaker: torch.Tensor, codes: Optional[torch.Tensor] = None) -> VQVAEOutput:
+        """Teacher-forced pass.
+
+        Args:
+            audio: Tensor[B x T] in [-1, 1].
+            speaker: LongTensor[B] of speaker ids.
+            codes: optional LongTensor[B x T // hop]; if given the decoder is conditioned on these codes
+                instead of the encoding of ``audio`` (no quantizer loss, no codebook update).
+
+        Returns:
+            :class:`VQVAEOutput`.
+        """
+        self._check_audio(audio)
+        if codes is None:
+            latents = self.encoder(audio.unsqueeze(1))  # (B, D, T // hop)
+            quantized = self.quantizer(latents)
+            code_vectors, codes = quantized.quantized, quantized.codes
+            quantizer_loss, perplexity, codes_used = quantized.loss, quantized.perplexity, quantized.codes_used
+        else:
+            code_vectors = self.quantizer.lookup(codes)
+            zero = audio.new_zeros(())
+            quantizer_loss, perplexity, codes_used = zero, zero, torch.unique(codes).numel() * torch.ones((), dtype=torch.long)
+        if self.training:
+            code_vectors = time_jitter(code_vectors, self.config.time_jitter)
+        targets = mu_law_encode(audio, self.decoder.quantization_channels)
+        logits = self.decoder(targets, self.conditioning(code_vectors, audio.shape[1]), speaker)
+        reconstruction = F.cross_entropy(logits.float(), targets)
+        return VQVAEOutput(logits=logits, codes=codes, loss=reconstruction + quantizer_loss,
+                           reconstruction=reconstruction, quantizer=quantizer_loss,
+                           perplexity=perplexity, codes_used=codes_used)
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """Codes of Tensor[B x T] audio -> LongTensor[B x T // hop]; never updates the codebook."""
+        self._check_audio(audio)
+        return self.quantizer.encode(self.encoder(audio.unsqueeze(1)))
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,
+               generator: Optional[torch.Generator] = None,
+               progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+        """Generate audio autoregressively from codes.
+
+        Args:
+            codes: LongTensor[B x T'].
+            speaker: LongTensor[B] of speaker ids (any training speaker: this is how conversion works).
+            temperature: sampling temperature; 0 means greedy (argmax).
+            generator: random generator for sampling (reproducible output).
+            progress: called with the number of samples generated so far.
+
+        Returns:
+            Tensor[B x T' * hop] in [-1, 1].
+        """
+        conditioning = self.conditioning(self.quantizer.lookup(codes), codes.shape[1] * self.hop_length)
+        generated = self.decoder.generate(conditioning, speaker, temperature=temperature,
+                                          generator=generator, progress=progress)
+        return mu_law_decode(generated.samples, self.decoder.quantization_channels)

@@ -1,0 +1,39 @@
+"""8-bit μ-law companding (ITU-T G.711), the WaveNet decoder's output alphabet.
+
+Example:
+    >>> import torch
+    >>> x = torch.tensor([-1.0, 0.0, 0.5, 1.0])
+    >>> mu_law_encode(x)
+    tensor([  0, 128, 239, 255])
+    >>> mu_law_decode(mu_law_encode(x)).round(decimals=2)
+    tensor([-1.0000,  0.0000,  0.5000,  1.0000])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def mu_law_encode(audio: torch.Tensor, quantization_channels: int = 256) -> torch.Tensor:
+    """Map audio in [-1, 1] to integer classes in [0, quantization_channels).
+
+    Args:
+        audio: Tensor[...] of floats in [-1, 1] (values outside are clipped).
+        quantization_channels: number of classes (256 for 8-bit μ-law).
+
+    Returns:
+        LongTensor[...] of classes.
+    """
+    mu = quantization_channels - 1
+    audio = audio.clamp(-1.0, 1.0)
+    companded = torch.sign(audio) * torch.log1p(mu * audio.abs()) / math.log1p(mu)
+    return ((companded + 1) / 2 * mu + 0.5).long()
+
+
+def mu_law_decode(classes: torch.Tensor, quantization_channels: int = 256) -> torch.Tensor:
+    """Inverse of :func:`mu_law_encode`: LongTensor[...] of classes -> FloatTensor[...] in [-1, 1]."""
+    mu = quantization_channels - 1
+    companded = 2 * classes.float() / mu - 1
+    return torch.sign(companded) * torch.expm1(companded.abs() * math.log1p(mu)) / mu

@@ -1,0 +1,251 @@
+"""WaveNet decoder (van den Oord et al. 2016) with local conditioning on upsampled codes and global
+conditioning on a speaker embedding, plus incremental generation with per-layer queues
+(Paine et al. 2016, "Fast Wavenet Generation Algorithm").
+
+Layout is (B, C, T) everywhere; during generation a single time step is (B, C).
+
+Example:
+    >>> import torch
+    >>> from audio_vqvae.config import WaveNetConfig
+    >>> cfg = WaveNetConfig(stacks=1, layers_per_stack=3, residual_channels=8, gate_channels=8,
+    ...                     skip_channels=8, conditioning_channels=4, speaker_dim=4)
+    >>> net = WaveNet(cfg, num_speakers=2, code_dim=3, upsample_factors=(2, 2))
+    >>> conditioning = net.upsample(torch.randn(1, 3, 5))          # (B, C, T) at the sample rate
+    >>> net(torch.randint(0, 256, (1, 20)), conditioning, torch.tensor([1])).shape
+    torch.Size([1, 256, 20])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audio_vqvae.config import WaveNetConfig
+
+
+class ConditioningUpsampler(nn.Module):
+    """Codes at the frame rate to conditioning at the sample rate, Tensor[B x D x T'] -> Tensor[B x C x T' * hop].
+
+    A 3-wide convolution over frames, then for every encoder stride (last first) a nearest-neighbour
+    repeat by the stride followed by a learned ``2 * stride + 1``-wide smoothing convolution. This is
+    equivalent to a learned transposed convolution but works for any stride and gives exactly
+    ``stride`` times as many steps. It is not causal: the whole code sequence is known before generation.
+    """
+
+    def __init__(self, code_dim: int, channels: int, factors: Sequence[int]):
+        super().__init__()
+        self.factors = tuple(factors)
+        self.input = nn.Conv1d(code_dim, channels, kernel_size=3, padding=1)
+        self.smoothing = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size=2 * s + 1, padding=s) for s in self.factors)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        x = self.input(codes)
+        for factor, smooth in zip(self.factors, self.smoothing):
+            x = smooth(x.repeat_interleave(factor, dim=2))
+        return x
+
+
+class ResidualLayer(nn.Module):
+    """One gated, dilated, causal layer: Tensor[B x R x T] -> (residual Tensor[B x R x T], skip Tensor[B x S x T])."""
+
+    def __init__(self, config: WaveNetConfig, dilation: int):
+        super().__init__()
+        self.dilation = dilation
+        gate = config.gate_channels
+        self.dilated = nn.Conv1d(config.residual_channels, gate, kernel_size=2, dilation=dilation)
+        self.conditioning = nn.Conv1d(config.conditioning_channels, gate, kernel_size=1, bias=False)
+        self.speaker = nn.Linear(config.speaker_dim, gate, bias=False)
+        self.residual = nn.Conv1d(gate // 2, config.residual_channels, kernel_size=1)
+        self.skip = nn.Conv1d(gate // 2, config.skip_channels, kernel_size=1)
+
+    def bias(self, conditioning: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """Everything in the gate that does not depend on the audio: Tensor[B x G x T]."""
+        return self.conditioning(conditioning) + self.speaker(speaker).unsqueeze(2) + self.dilated.bias.view(1, -1, 1)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Causal padding happens here and only here: output t sees inputs t - dilation and t.
+        pre = F.conv1d(F.pad(x, (self.dilation, 0)), self.dilated.weight, dilation=self.dilation) + bias
+        return self._gate(x, pre)
+
+    def _gate(self, x: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        filter_part, gate_part = pre.chunk(2, dim=1)
+        z = torch.tanh(filter_part) * torch.sigmoid(gate_part)
+        return (x + self.residual(z)) * math.sqrt(0.5), self.skip(z)
+
+
+@dataclass
+class GenerationState:
+    """Per-layer input queues for incremental generation, made fresh for every call.
+
+    ``queues[l]`` is Tensor[B x R x dilation_l]: the inputs of layer l at the last ``dilation_l``
+    steps, used as a ring buffer indexed by ``position % dilation_l``. Zeros at the start match the
+    causal zero padding of the parallel forward pass.
+    """
+
+    queues: list[torch.Tensor]
+    position: int = 0
+
+    @classmethod
+    def create(cls, dilations: Sequence[int], batch: int, channels: int, device: torch.device,
+               dtype: torch.dtype = torch.float32) -> "GenerationState":
+        return cls([torch.zeros(batch, channels, d, device=device, dtype=dtype) for d in dilations])
+
+
+@dataclass
+class GenerationOutput:
+    """Result of :meth:`WaveNet.generate`: ``samples`` LongTensor[B x T] of μ-law classes and, if asked for,
+    ``logits`` Tensor[B x Q x T] (the distribution each sample was drawn from)."""
+
+    samples: torch.Tensor
+    logits: Optional[torch.Tensor] = field(default=None)
+
+
+class WaveNet(nn.Module):
+    """Autoregressive decoder over μ-law classes.
+
+    Args:
+        config: the decoder's part of the model config.
+        num_speakers: rows of the speaker embedding (global conditioning).
+        code_dim: size of the quantized code vectors (local conditioning input).
+        upsample_factors: the encoder's strides; their product is the hop length.
+    """
+
+    def __init__(self, config: WaveNetConfig, num_speakers: int, code_dim: int, upsample_factors: Sequence[int]):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.quantization_channels = config.quantization_channels
+        self.silence = config.quantization_channels // 2  # μ-law class of 0.0: the "previous sample" at t = 0
+        self.input_embedding = nn.Embedding(config.quantization_channels, config.residual_channels)
+        self.speaker_embedding = nn.Embedding(num_speakers, config.speaker_dim)
+        self.upsample = ConditioningUpsampler(code_dim, config.conditioning_channels, upsample_factors)
+        self.layers = nn.ModuleList(ResidualLayer(config, d) for d in config.dilations)
+        self.output = nn.Sequential(
+            nn.ReLU(), nn.Conv1d(config.skip_channels, config.skip_channels, kernel_size=1),
+            nn.ReLU(), nn.Conv1d(config.skip_channels, config.quantization_channels, kernel_size=1))
+
+    @property
+    def receptive_field(self) -> int:
+        return self.config.receptive_field
+
+    def embed_inputs(self, samples: torch.Tensor) -> torch.Tensor:
+        """Embed the samples and shift them one step right, so that position t holds sample t − 1.
+
+        Args:
+            samples: LongTensor[B x T] of μ-law classes, or a float Tensor[B x Q x T] of one-hot (or soft)
+                class vectors (differentiable, used to test causality).
+
+        Returns:
+            Tensor[B x R x T].
+        """
+        if samples.is_floating_point():
+            embedded = torch.einsum("bqt,qr->brt", samples, self.input_embedding.weight)
+        else:
+            embedded = self.input_embedding(samples).transpose(1, 2)
+        start = self.input_embedding.weight[self.silence].view(1, -1, 1).expand(embedded.shape[0], -1, 1)
+        return torch.cat([start.to(embedded.dtype), embedded[:, :, :-1]], dim=2)
+
+    def layer_biases(self, conditioning: torch.Tensor, speaker: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer gate biases from conditioning Tensor[B x C x T] and speaker LongTensor[B]: L x Tensor[B x G x T]."""
+        speaker_vector = self.speaker_embedding(speaker)
+        return [layer.bias(conditioning, speaker_vector) for layer in self.layers]
+
+    def forward(self, samples: torch.Tensor, conditioning: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits: position t predicts ``samples[:, t]`` from ``samples[:, :t]``.
+
+        Args:
+            samples: LongTensor[B x T] of μ-law classes (or float Tensor[B x Q x T], see :meth:`embed_inputs`).
+            conditioning: Tensor[B x C x T] from :attr:`upsample`.
+            speaker: LongTensor[B].
+
+        Returns:
+            Tensor[B x Q x T] of logits.
+        """
+        x = self.embed_inputs(samples)
+        skips = 0
+        for layer, bias in zip(self.layers, self.layer_biases(conditioning, speaker)):
+            x, skip = layer(x, bias)
+            skips = skips + skip
+        return self.output(skips)
+
+    # ------------------------------------------------------------------ incremental generation
+
+    def new_state(self, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> GenerationState:
+        return GenerationState.create(self.config.dilations, batch, self.config.residual_channels, device, dtype)
+
+    def step(self, state: GenerationState, previous: torch.Tensor, biases: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One generation step with the per-layer queues: O(layers) work, not O(receptive field).
+
+        Args:
+            state: queues from :meth:`new_state`, advanced in place.
+            previous: LongTensor[B], the sample generated at the previous step.
+            biases: L x Tensor[B x G], this step's slice of :meth:`layer_biases`.
+
+        Returns:
+            Tensor[B x Q] of logits for the current sample.
+        """
+        x = self.input_embedding(previous)  # (B, R)
+        skips = 0
+        for layer, queue, bias in zip(self.layers, state.queues, biases):
+            slot = state.position % layer.dilation
+            past = queue[:, :, slot]  # layer input `dilation` steps ago (zero before the start)
+            weight = layer.dilated.weight  # (G, R, 2): tap 0 sees t − dilation, tap 1 sees t
+            pre = past @ weight[:, :, 0].t() + x @ weight[:, :, 1].t() + bias
+            queue[:, :, slot] = x
+            residual, skip = layer._gate(x.unsqueeze(2), pre.unsqueeze(2))
+            x, skips = residual.squeeze(2), skips + skip.squeeze(2)
+        state.position += 1
+        return self.output(skips.unsqueeze(2)).squeeze(2)
+
+    @torch.no_grad()
+    def generate(self, conditioning: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,
+                 generator: Optional[torch.Generator] = None, teacher: Optional[torch.Tensor] = None,
+                 return_logits: bool = False,
+                 progress: Optional[Callable[[int], None]] = None) -> GenerationOutput:
+        """Generate one sample at a time (reference PyTorch implementation).
+
+        Everything that does not depend on the previous sample (conditioning and speaker projections
+        for all steps) is computed once, in parallel, before the sample loop.
+
+        Args:
+            conditioning: Tensor[B x C x T] at the sample rate.
+            speaker: LongTensor[B].
+            temperature: softmax temperature; 0 means greedy (argmax).
+            generator: random generator for sampling.
+            teacher: optional LongTensor[B x T]; if given, the true previous sample is fed at every step
+                instead of the generated one (used to check incremental ≡ parallel).
+            return_logits: also return Tensor[B x Q x T] of the logits at every step.
+            progress: called with the number of steps done, every 1,000 steps.
+
+        Returns:
+            :class:`GenerationOutput`.
+        """
+        batch, _, steps = conditioning.shape
+        biases = torch.stack(self.layer_biases(conditioning, speaker), dim=0).permute(3, 0, 1, 2).contiguous()  # (T, L, B, G)
+        state = self.new_state(batch, conditioning.device, conditioning.dtype)
+        samples = torch.empty(batch, steps, dtype=torch.long, device=conditioning.device)
+        all_logits = conditioning.new_empty(batch, self.quantization_channels, steps) if return_logits else None
+        previous = torch.full((batch,), self.silence, dtype=torch.long, device=conditioning.device)
+        for t in range(steps):
+            logits = self.step(state, previous, biases[t])
+            samples[:, t] = sample_from_logits(logits, temperature, generator)
+            if all_logits is not None:
+                all_logits[:, :, t] = logits
+            previous = teacher[:, t] if teacher is not None else samples[:, t]
+            if progress is not None and (t + 1) % 1000 == 0:
+                progress(t + 1)
+        return GenerationOutput(samples=samples, logits=all_logits)
+
+
+def sample_from_logits(logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Draw one class per row of Tensor[B x Q]; temperature 0 is greedy (argmax)."""
+    if temperature <= 0:
+        return logits.argmax(dim=1)
+    probabilities = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
