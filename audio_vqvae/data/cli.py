@@ -1,0 +1,118 @@
+"""``audio-vqvae prepare`` and ``audio-vqvae demo-corpus``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from audio_vqvae.data.demo import make_demo_corpus
+from audio_vqvae.data.paths import DEFAULT_CORPUS_FOLDERS, default_corpus_root, default_data_dir
+from audio_vqvae.data.prepare import default_cache_dir, prepare_corpus, processing_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the data sub-commands to the ``audio-vqvae`` parser."""
+    prepare = subparsers.add_parser(
+        "prepare", help="decode, resample, trim and cache a corpus for training",
+        description="Decode a corpus once (mono, resampled, silence-trimmed, level-normalised) into a cache "
+                    "that training memory-maps. Re-running with the same settings reuses the cache; "
+                    "bad files are skipped and listed in <out>/prepare.log.")
+    prepare.add_argument("--corpus", required=True, choices=("vctk", "librispeech", "folders", "demo"),
+                         help="vctk (0.92 or 0.80, detected), librispeech, folders (<root>/<speaker>/**/*.wav|flac) "
+                              "or demo (builds the bundled eSpeak corpus first)")
+    prepare.add_argument("--data-root", type=Path, default=None,
+                         help=f"extracted corpus (default: {default_data_dir()}/"
+                              f"{{{','.join(DEFAULT_CORPUS_FOLDERS.values())},demo}})")
+    prepare.add_argument("--out", type=Path, default=None,
+                         help=f"cache folder (default: {default_data_dir()}/cache/<corpus>-<settings hash>)")
+    prepare.add_argument("--sample-rate", type=int, default=16000, help="model sample rate in Hz (default 16000)")
+    trim = prepare.add_mutually_exclusive_group()
+    trim.add_argument("--trim-db", type=float, default=40.0,
+                      help="trim leading/trailing audio this many dB below the loudest frame (default 40)")
+    trim.add_argument("--no-trim", action="store_true", help="keep leading and trailing silence")
+    prepare.add_argument("--level-db", type=float, default=-24.0, help="speech RMS level in dBFS (default -24)")
+    prepare.add_argument("--valid-utterances", type=int, default=2,
+                         help="utterances per speaker held out for validation (default 2)")
+    prepare.add_argument("--valid-speakers", default="", help="comma-separated speakers held out entirely")
+    prepare.add_argument("--subsets", default="train-clean-100",
+                         help="LibriSpeech training subsets, comma-separated (default train-clean-100)")
+    prepare.add_argument("--valid-subsets", default="",
+                         help="LibriSpeech validation subsets, comma-separated (e.g. dev-clean); "
+                              "replace the per-speaker hold-out")
+    prepare.add_argument("--mic", choices=("mic1", "mic2"), default="mic1", help="VCTK 0.92 microphone (default mic1)")
+    prepare.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(func=run_prepare)
+
+    demo = subparsers.add_parser(
+        "demo-corpus", help="synthesise the bundled demo corpus (eSpeak NG, VCTK 0.92 layout)",
+        description="Synthesise 8 eSpeak NG speakers reading the same Harvard sentences (about 8 minutes) "
+                    "in the VCTK 0.92 layout. Reuses an existing, complete corpus unless --force.")
+    demo.add_argument("--out", type=Path, default=None,
+                      help=f"folder that will hold VCTK-Corpus-0.92 (default: {default_corpus_root('demo')})")
+    demo.add_argument("--force", action="store_true", help="rebuild even if the corpus exists")
+    demo.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
+    demo.set_defaults(func=run_demo_corpus)
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """Show the data package's log lines (skipped files, summaries) for the duration of a command."""
+    logger = logging.getLogger("audio_vqvae.data")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    with _log_to_stderr():
+        return _prepare(args)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    corpus = args.corpus
+    if corpus == "demo":
+        data_root = make_demo_corpus(args.data_root, num_workers=args.workers)
+        corpus = "vctk"
+    else:
+        data_root = args.data_root or default_corpus_root(corpus)
+    trim_db = None if args.no_trim else args.trim_db
+    train_subsets, valid_subsets = _list(args.subsets), _list(args.valid_subsets)
+    out = args.out
+    if out is None:
+        settings = processing_settings(corpus, data_root, sample_rate=args.sample_rate, trim_silence_db=trim_db,
+                                       level_db=args.level_db, mic=args.mic, train_subsets=train_subsets,
+                                       valid_subsets=valid_subsets)
+        out = default_cache_dir(args.corpus, settings)
+    start = time.perf_counter()
+    prepared = prepare_corpus(corpus, data_root, out, sample_rate=args.sample_rate, trim_silence_db=trim_db,
+                              valid_utterances_per_speaker=args.valid_utterances,
+                              valid_speakers=_list(args.valid_speakers), train_subsets=train_subsets,
+                              valid_subsets=valid_subsets, mic=args.mic, num_workers=args.workers,
+                              progress=not args.quiet, level_db=args.level_db)
+    print(f"{prepared.cache_dir} ready in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_demo_corpus(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    with _log_to_stderr():
+        path = make_demo_corpus(args.out, force=args.force, num_workers=args.workers)
+    print(f"{path} ({time.perf_counter() - start:.1f} s)")
+    return 0

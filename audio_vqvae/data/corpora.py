@@ -1,0 +1,337 @@
+"""Find the utterances of a corpus on disk: VCTK 0.92 / 0.80, LibriSpeech and "one folder per speaker".
+
+Scanning reads directory listings, transcripts and speaker tables but never decodes audio; that is
+:mod:`audio_vqvae.data.prepare`'s job. Irregularities of the real corpora are reported, not fatal:
+
+* VCTK speakers without transcripts (p315) keep their audio with an empty text and a note;
+* VCTK 0.92 utterances recorded with one microphone only fall back to the other one, with a note;
+* files whose names do not follow the corpus's pattern are skipped with a reason.
+
+Example:
+    >>> scan = scan_corpus("vctk", "data/VCTK-Corpus-0.92")            # doctest: +SKIP
+    >>> scan.layout, sorted(scan.speakers)[:2], scan.utterances[0].name  # doctest: +SKIP
+    ('vctk-0.92', ['p225', 'p226'], 'p225_001')
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+from audio_vqvae.data.paths import EXPECTED_LAYOUTS
+from audio_vqvae.errors import InputError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+CORPORA = ("vctk", "librispeech", "folders")
+MICS = ("mic1", "mic2")
+
+
+@dataclass(frozen=True)
+class SourceUtterance:
+    """One audio file of a corpus, before decoding.
+
+    Attributes:
+        path: absolute path of the audio file.
+        speaker: speaker name as the corpus writes it (``p225``, ``103``, a folder name).
+        name: utterance id, unique in the corpus (``p225_001``, ``103-1240-0000``, ``alice/day1/take3``).
+        key: the part of ``name`` that stays the same when another speaker reads the same prompt
+            (``001`` in VCTK); the validation split prefers keys read by many speakers.
+        text: transcript, ``""`` where the corpus has none.
+        subset: LibriSpeech subset (``train-clean-100``); ``""`` for other corpora.
+    """
+
+    path: Path
+    speaker: str
+    name: str
+    key: str
+    text: str = ""
+    subset: str = ""
+
+
+@dataclass
+class CorpusScan:
+    """Everything found under a corpus root.
+
+    Attributes:
+        layout: ``"vctk-0.92"``, ``"vctk-0.80"``, ``"librispeech"`` or ``"folders"``.
+        root: the corpus's base folder (the one holding ``wav48_silence_trimmed``, the subsets, ...).
+        utterances: candidate files in a deterministic (sorted) order.
+        speakers: speaker name -> metadata from the corpus's speaker table (gender, accent, ...).
+        skipped: ``(path relative to root, reason)`` of files that will not be decoded.
+        notes: ``(path relative to root, note)`` of files kept with a remark (no transcript, other mic).
+    """
+
+    layout: str
+    root: Path
+    utterances: list[SourceUtterance] = field(default_factory=list)
+    speakers: dict[str, dict] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the corpus root, with forward slashes (how reports name files)."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+
+def scan_corpus(corpus: str, data_root: Union[str, Path], *, mic: str = "mic1",
+                subsets: Sequence[str] = ()) -> CorpusScan:
+    """Find the utterances of ``corpus`` under ``data_root``.
+
+    Args:
+        corpus: ``"vctk"`` (0.92 or 0.80, told apart from the tree), ``"librispeech"`` or ``"folders"``.
+        data_root: the extracted corpus folder or the folder that contains it.
+        mic: VCTK 0.92 microphone to prefer (``"mic1"`` or ``"mic2"``).
+        subsets: LibriSpeech subsets to read (``"train-clean-100"``, ``"dev-clean"``, ...).
+
+    Raises:
+        InputError: ``data_root`` does not exist or holds no recognisable corpus of that kind.
+    """
+    if corpus not in CORPORA:
+        raise InputError(f"unknown corpus {corpus!r}; expected one of {', '.join(CORPORA)}")
+    if mic not in MICS:
+        raise InputError(f"unknown VCTK microphone {mic!r}; expected mic1 or mic2")
+    root = Path(data_root).expanduser()
+    if corpus == "vctk":
+        scan = _scan_vctk(root, mic=mic)
+    elif corpus == "librispeech":
+        scan = _scan_librispeech(root, subsets)
+    else:
+        scan = _scan_folders(root)
+    if not scan.utterances:
+        raise corpus_not_found(corpus, root, "no audio files found")
+    return scan
+
+
+def corpus_not_found(corpus: str, root: Path, what: str) -> InputError:
+    """The one-line error for a missing or unrecognisable corpus root."""
+    return InputError(f"{root}: {what}; expected {EXPECTED_LAYOUTS[corpus]}. "
+                      "(`--demo` runs on the bundled demo corpus without any download.)")
+
+
+# --------------------------------------------------------------------------- VCTK
+
+_VCTK_092_NAME = re.compile(r"^(?P<speaker>[A-Za-z0-9]+)_(?P<utt>[A-Za-z0-9]+)_(?P<mic>mic[12])$")
+_VCTK_080_NAME = re.compile(r"^(?P<speaker>[A-Za-z0-9]+)_(?P<utt>[A-Za-z0-9]+)$")
+
+
+def locate_vctk(root: Path) -> tuple[str, Path]:
+    """Return ``(layout, base)``: ``"vctk-0.92"`` or ``"vctk-0.80"`` and the folder holding the audio folder."""
+    for base in (root, root / "VCTK-Corpus-0.92", root / "VCTK-Corpus"):
+        if (base / "wav48_silence_trimmed").is_dir():
+            return "vctk-0.92", base
+        if (base / "wav48").is_dir():
+            return "vctk-0.80", base
+    what = "folder does not exist" if not root.exists() else "no wav48_silence_trimmed/ (0.92) or wav48/ (0.80) folder"
+    raise corpus_not_found("vctk", root, what)
+
+
+def _scan_vctk(root: Path, *, mic: str) -> CorpusScan:
+    layout, base = locate_vctk(root)
+    scan = CorpusScan(layout=layout, root=base)
+    scan.speakers = read_vctk_speaker_info(base / "speaker-info.txt")
+    audio_dir = base / ("wav48_silence_trimmed" if layout == "vctk-0.92" else "wav48")
+    pattern = _VCTK_092_NAME if layout == "vctk-0.92" else _VCTK_080_NAME
+    expected = "<spk>_<utt>_mic1.flac" if layout == "vctk-0.92" else "<spk>_<utt>.wav"
+    found_speakers = set()
+    for entry in _sorted_entries(audio_dir):
+        if not entry.is_dir():
+            if entry.suffix.lower() in AUDIO_EXTENSIONS:
+                scan.skipped.append((scan.relative(entry), "not inside a speaker folder"))
+            continue  # wav48_silence_trimmed/log.txt and the like
+        speaker = entry.name
+        recordings: dict[str, dict[str, Path]] = {}
+        for path in _sorted_entries(entry):
+            if not path.is_file() or path.suffix.lower() not in AUDIO_EXTENSIONS:
+                continue
+            match = pattern.match(path.stem)
+            if match is None or match["speaker"] != speaker:
+                scan.skipped.append((scan.relative(path), f"unexpected file name (expected {expected})"))
+                continue
+            recordings.setdefault(match["utt"], {})[match.groupdict().get("mic") or "wav"] = path
+        if recordings:
+            found_speakers.add(speaker)
+        for utt, by_mic in sorted(recordings.items()):
+            if layout == "vctk-0.92":
+                if mic in by_mic:
+                    path = by_mic[mic]
+                else:
+                    other = next(iter(by_mic))
+                    path = by_mic[other]
+                    scan.notes.append((scan.relative(path), f"no {mic} recording; using {other}"))
+            else:
+                path = by_mic["wav"]
+            name = f"{speaker}_{utt}"
+            text_path = base / "txt" / speaker / f"{name}.txt"
+            text = _read_text(text_path)
+            if text is None:
+                scan.notes.append((scan.relative(path), "no transcript"))
+            scan.utterances.append(SourceUtterance(path=path, speaker=speaker, name=name, key=utt, text=text or ""))
+    for speaker in sorted(set(scan.speakers) - found_speakers):
+        scan.notes.append((f"speaker-info.txt:{speaker}", "speaker listed but has no recordings"))
+    return scan
+
+
+def read_vctk_speaker_info(path: Path) -> dict[str, dict]:
+    """Parse VCTK's ``speaker-info.txt`` (``ID AGE GENDER ACCENTS REGION [COMMENTS]``, whitespace-separated).
+
+    VCTK 0.80 writes ids without the ``p`` of the folder names (``225``); they are returned as
+    folder names (``p225``). A missing file gives an empty table.
+    """
+    if not path.is_file():
+        return {}
+    speakers: dict[str, dict] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = line.split()
+        if not fields or fields[0].upper() == "ID":
+            continue
+        name = f"p{fields[0]}" if fields[0].isdigit() else fields[0]
+        info: dict = {}
+        if len(fields) > 1 and fields[1].isdigit():
+            info["age"] = int(fields[1])
+        if len(fields) > 2 and fields[2].upper() in ("M", "F"):
+            info["gender"] = fields[2].upper()
+        if len(fields) > 3:
+            info["accent"] = fields[3]
+        if len(fields) > 4:
+            info["region"] = " ".join(fields[4:])
+        speakers[name] = info
+    return speakers
+
+
+# --------------------------------------------------------------------------- LibriSpeech
+
+_LIBRISPEECH_SUBSET = re.compile(r"^(train|dev|test)-(clean|other)(-\d+)?$")
+
+
+def locate_librispeech(root: Path) -> Path:
+    """Return the ``LibriSpeech`` folder (``root`` itself or ``root/LibriSpeech``)."""
+    for base in (root / "LibriSpeech", root):
+        if base.is_dir() and ((base / "SPEAKERS.TXT").is_file()
+                              or any(_LIBRISPEECH_SUBSET.match(p.name) for p in base.iterdir() if p.is_dir())):
+            return base
+    what = "folder does not exist" if not root.exists() else "no SPEAKERS.TXT or subset folders (train-clean-100, dev-clean, ...)"
+    raise corpus_not_found("librispeech", root, what)
+
+
+def _scan_librispeech(root: Path, subsets: Sequence[str]) -> CorpusScan:
+    base = locate_librispeech(root)
+    scan = CorpusScan(layout="librispeech", root=base)
+    scan.speakers = read_librispeech_speakers(base / "SPEAKERS.TXT")
+    available = sorted(p.name for p in base.iterdir() if p.is_dir() and _LIBRISPEECH_SUBSET.match(p.name))
+    if not subsets:
+        raise InputError(f"{base}: no LibriSpeech subsets requested; available: {', '.join(available) or 'none'}")
+    for subset in dict.fromkeys(subsets):  # keeps order, drops repeats
+        if not (base / subset).is_dir():
+            raise InputError(f"{base}: LibriSpeech subset {subset!r} not found (available: {', '.join(available) or 'none'}); "
+                             f"extract {subset}.tar.gz from https://www.openslr.org/12 there")
+        for speaker_dir in _sorted_entries(base / subset):
+            if not speaker_dir.is_dir():
+                continue
+            for chapter_dir in _sorted_entries(speaker_dir):
+                if chapter_dir.is_dir():
+                    _scan_librispeech_chapter(scan, chapter_dir, subset)
+    return scan
+
+
+def _scan_librispeech_chapter(scan: CorpusScan, chapter_dir: Path, subset: str) -> None:
+    speaker, chapter = chapter_dir.parent.name, chapter_dir.name
+    prefix = f"{speaker}-{chapter}"
+    texts: dict[str, str] = {}
+    transcript = chapter_dir / f"{prefix}.trans.txt"
+    if transcript.is_file():
+        for line in transcript.read_text(encoding="utf-8", errors="replace").splitlines():
+            utt, _, text = line.strip().partition(" ")
+            if utt:
+                texts[utt] = text.strip()
+    pattern = re.compile(rf"^{re.escape(prefix)}-\d+$")
+    for path in _sorted_entries(chapter_dir):
+        if not path.is_file() or path.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        if not pattern.match(path.stem):
+            scan.skipped.append((scan.relative(path), f"unexpected file name (expected {prefix}-<utt>.flac)"))
+            continue
+        if path.stem not in texts:
+            scan.notes.append((scan.relative(path), "no transcript"))
+        scan.utterances.append(SourceUtterance(path=path, speaker=speaker, name=path.stem, key=path.stem,
+                                               text=texts.get(path.stem, ""), subset=subset))
+
+
+def read_librispeech_speakers(path: Path) -> dict[str, dict]:
+    """Parse LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | SUBSET | MINUTES | NAME``, ``;`` comments)."""
+    if not path.is_file():
+        return {}
+    speakers: dict[str, dict] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip() or line.lstrip().startswith(";"):
+            continue
+        fields = [f.strip() for f in line.split("|", 4)]
+        if len(fields) < 3 or not fields[0]:
+            continue
+        info: dict = {}
+        if fields[1].upper() in ("M", "F"):
+            info["gender"] = fields[1].upper()
+        info["subset"] = fields[2]
+        if len(fields) > 4 and fields[4]:
+            info["reader"] = fields[4]
+        speakers[fields[0]] = info
+    return speakers
+
+
+# --------------------------------------------------------------------------- one folder per speaker
+
+
+def _scan_folders(root: Path) -> CorpusScan:
+    if not root.is_dir():
+        raise corpus_not_found("folders", root, "folder does not exist")
+    scan = CorpusScan(layout="folders", root=root)
+    for entry in _sorted_entries(root):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            if entry.suffix.lower() in AUDIO_EXTENSIONS:
+                scan.skipped.append((scan.relative(entry), "not inside a speaker folder"))
+            continue
+        speaker = entry.name
+        seen: dict[str, Path] = {}
+        for path in sorted(entry.rglob("*")):
+            if not path.is_file() or path.suffix.lower() not in AUDIO_EXTENSIONS:
+                continue
+            if any(part.startswith(".") for part in path.relative_to(entry).parts):
+                continue
+            key = path.relative_to(entry).with_suffix("").as_posix()
+            if key in seen:
+                scan.skipped.append((scan.relative(path), f"duplicate utterance (same name as {scan.relative(seen[key])})"))
+                continue
+            seen[key] = path
+            text = _read_text(path.with_suffix(".txt"))
+            scan.utterances.append(SourceUtterance(path=path, speaker=speaker, name=f"{speaker}/{key}", key=key,
+                                                   text=text or ""))
+    return scan
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sorted_entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _read_text(path: Path) -> Optional[str]:
+    try:
+        return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def count_reasons(items: Iterable[tuple[str, str]]) -> Counter:
+    """Count ``(path, reason)`` pairs by reason, ignoring details in parentheses."""
+    return Counter(reason.split(" (")[0] for _, reason in items)

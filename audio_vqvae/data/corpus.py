@@ -1,0 +1,197 @@
+"""Read a prepared corpus cache (see :mod:`audio_vqvae.data.prepare` for what it holds).
+
+The audio array is memory-mapped lazily and never pickled, so a :class:`PreparedCorpus` travels
+cheaply into DataLoader worker processes, each of which maps the file itself.
+
+Example:
+    >>> corpus = PreparedCorpus.open("/tmp/democache")          # doctest: +SKIP
+    >>> item = corpus.split("train").utterance(0)              # doctest: +SKIP
+    >>> item["audio"].dtype, item["speaker"], item["name"]      # doctest: +SKIP
+    (dtype('float32'), 0, 'd01_001')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from audio_vqvae.errors import InputError
+
+CACHE_FORMAT = 1
+SPLITS = ("train", "valid")
+
+
+class PreparedCorpus:
+    """A finished preprocessing cache: int16 audio at one rate, an utterance index, speakers and splits.
+
+    Attributes:
+        cache_dir: the cache folder.
+        manifest: settings, hashes and totals (``manifest.json``).
+        sample_rate: rate of the stored audio in Hz.
+        speakers: speaker table, each a JSON-able dict with ``id`` (0..N-1), ``name`` and corpus
+            metadata (``gender``, ``accent``, ``region``, ``age``, ``subset``, ``reader``) where known,
+            ``utterances``, ``seconds`` and ``held_out``.
+        utterances: index records with ``name``, ``speaker`` (name), ``offset``, ``length``,
+            ``text``, ``source`` (path relative to the corpus root).
+    """
+
+    def __init__(self, cache_dir: Path, manifest: dict, utterances: list[dict], speakers: list[dict],
+                 splits: dict):
+        self.cache_dir = cache_dir
+        self.manifest = manifest
+        self.sample_rate: int = int(manifest["sample_rate"])
+        self.utterances = utterances
+        self.speakers = speakers
+        self._ids = {speaker["name"]: speaker["id"] for speaker in speakers}
+        self._splits = {name: np.asarray(splits[name], dtype=np.int64) for name in SPLITS}
+        self._audio: Optional[np.ndarray] = None
+        self._offsets = np.asarray([u["offset"] for u in utterances], dtype=np.int64)
+        self._lengths = np.asarray([u["length"] for u in utterances], dtype=np.int64)
+        self._speaker_ids = np.asarray([self._ids[u["speaker"]] for u in utterances], dtype=np.int64)
+
+    @classmethod
+    def open(cls, cache_dir: Union[str, Path]) -> "PreparedCorpus":
+        """Open a finished cache.
+
+        Raises:
+            InputError: no cache there, an unfinished one, or one whose files disagree.
+        """
+        cache_dir = Path(cache_dir).expanduser()
+        try:
+            manifest = read_json(cache_dir / "manifest.json")
+        except FileNotFoundError:
+            raise InputError(f"{cache_dir}: no prepared corpus (manifest.json missing); "
+                             "run `audio-vqvae prepare` first") from None
+        except json.JSONDecodeError:
+            raise InputError(f"{cache_dir}/manifest.json: not valid JSON; run `audio-vqvae prepare` again") from None
+        if manifest.get("format") != CACHE_FORMAT:
+            raise InputError(f"{cache_dir}: cache format {manifest.get('format')!r}, expected {CACHE_FORMAT}; "
+                             "run `audio-vqvae prepare` again")
+        try:
+            utterances = read_json(cache_dir / "utterances.json")
+            speakers = read_json(cache_dir / "speakers.json")
+            splits = read_json(cache_dir / "splits.json")
+        except (FileNotFoundError, json.JSONDecodeError) as err:
+            raise InputError(f"{cache_dir}: incomplete cache ({err}); run `audio-vqvae prepare` again") from None
+        if splits.get("split_hash") != manifest.get("split_hash") or len(utterances) != manifest["num_utterances"]:
+            raise InputError(f"{cache_dir}: index files do not match manifest.json (interrupted update?); "
+                             "run `audio-vqvae prepare` again")
+        return cls(cache_dir, manifest, utterances, speakers, splits)
+
+    @property
+    def audio(self) -> np.ndarray:
+        """All stored audio, int16[total_samples], memory-mapped."""
+        if self._audio is None:
+            self._audio = np.load(self.cache_dir / "audio.npy", mmap_mode="r")
+        return self._audio
+
+    @property
+    def report(self) -> dict:
+        """What preprocessing kept, rejected (``rejected``: path and reason), warned about and noted."""
+        return read_json(self.cache_dir / "report.json")
+
+    @property
+    def settings_hash(self) -> str:
+        return self.manifest["settings_hash"]
+
+    @property
+    def num_speakers(self) -> int:
+        return len(self.speakers)
+
+    def speaker_id(self, name: str) -> int:
+        """Integer id of speaker ``name``.
+
+        Raises:
+            InputError: unknown speaker (the message lists some known ones).
+        """
+        try:
+            return self._ids[name]
+        except KeyError:
+            known = sorted(self._ids)
+            raise InputError(f"unknown speaker {name!r}; known: {', '.join(known[:20])}"
+                             f"{' ...' if len(known) > 20 else ''}") from None
+
+    def split(self, name: str) -> "CorpusSplit":
+        """The ``"train"`` or ``"valid"`` utterances."""
+        if name not in self._splits:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return CorpusSplit(self, name, self._splits[name])
+
+    def samples(self, index: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Audio of utterance ``index`` (over all splits), samples ``[start, stop)``, float32 in [-1, 1]."""
+        offset, length = int(self._offsets[index]), int(self._lengths[index])
+        stop = length if stop is None else min(stop, length)
+        return self.audio[offset + start:offset + stop].astype(np.float32) / 32768.0
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_audio"] = None  # a memmap would be pickled as a full copy; each process maps the file again
+        return state
+
+    def __repr__(self) -> str:
+        return (f"PreparedCorpus({str(self.cache_dir)!r}, {len(self.utterances)} utterances, "
+                f"{len(self.speakers)} speakers, {self.sample_rate} Hz)")
+
+
+class CorpusSplit:
+    """The utterances of one split. ``len()`` counts utterances; ``utterance(i)`` decodes nothing.
+
+    Attributes:
+        name: ``"train"`` or ``"valid"``.
+        indices: int64[N] indices of the split's utterances in ``corpus.utterances``.
+        lengths: int64[N] lengths in samples.
+        speaker_ids: int64[N] speaker ids.
+    """
+
+    def __init__(self, corpus: PreparedCorpus, name: str, indices: np.ndarray):
+        self.corpus = corpus
+        self.name = name
+        self.indices = indices
+        self.lengths = corpus._lengths[indices]
+        self.speaker_ids = corpus._speaker_ids[indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def total_samples(self) -> int:
+        return int(self.lengths.sum())
+
+    @property
+    def seconds(self) -> float:
+        return self.total_samples / self.corpus.sample_rate
+
+    def utterance(self, i: int) -> dict[str, Any]:
+        """Utterance ``i`` of the split.
+
+        Returns:
+            ``{"audio": float32[T] in [-1, 1], "speaker": int id, "speaker_name": str, "name": str, "text": str}``.
+        """
+        index = int(self.indices[i])
+        record = self.corpus.utterances[index]
+        return {"audio": self.corpus.samples(index), "speaker": int(self.speaker_ids[i]),
+                "speaker_name": record["speaker"], "name": record["name"], "text": record["text"]}
+
+    def samples(self, i: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Samples ``[start, stop)`` of utterance ``i`` of the split, float32 in [-1, 1]."""
+        return self.corpus.samples(int(self.indices[i]), start, stop)
+
+    def __repr__(self) -> str:
+        return f"CorpusSplit({self.name!r}, {len(self)} utterances, {self.seconds / 60:.1f} min)"
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to a temporary file next to ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
