@@ -102,7 +102,7 @@ class QuantizerConfig(_Config):
     commitment: float = 0.25
     epsilon: float = 1e-5
     data_init: bool = True
-    dead_code_steps: int = 200
+    dead_code_steps: int = 50
 
     def validate(self) -> None:
         _require_positive(self, "num_codes")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.distributed as dist
+import torch.distributed.nn as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -19,6 +23,39 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.project(F.relu(self.conv(F.relu(x))))
+
+
+class Standardize(nn.Module):
+    """Per-channel standardisation over all frames of the batch: BatchNorm without affine parameters,
+    with statistics summed over every rank under ``torch.distributed`` (so replicas stay identical).
+
+    In training it uses the batch's mean and variance and updates running estimates, which eval uses.
+    """
+
+    def __init__(self, channels: int, momentum: float = 0.05, eps: float = 1e-5):
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.training:
+            moments = torch.cat([x.sum((0, 2)), x.pow(2).sum((0, 2)), x.new_full((1,), x.shape[0] * x.shape[2])])
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                moments = dist_nn.all_reduce(moments)  # differentiable all-reduce
+            channels = x.shape[1]
+            count = moments[-1]
+            mean = moments[:channels] / count
+            var = (moments[channels:2 * channels] / count - mean.pow(2)).clamp(min=0)
+            with torch.no_grad():
+                unbiased = var * count / (count - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(unbiased.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean.view(1, -1, 1)) * torch.rsqrt(var.view(1, -1, 1) + self.eps)
 
 
 class StridedConv(nn.Module):
@@ -63,10 +100,25 @@ class Encoder(nn.Module):
             in_channels = config.hidden_channels
         self.layers = nn.Sequential(*layers)
         self.output = nn.Conv1d(config.hidden_channels, code_dim, kernel_size=1)
+        # The latents are standardised per channel over the batch. Without this, Adam follows the
+        # consistent commitment gradient early in training (before the WaveNet uses its conditioning)
+        # and the encoder output becomes constant over time within ~10 steps: every frame lands on one
+        # code. Standardised latents cannot collapse to a constant.
+        self.norm = Standardize(code_dim)
+        # He initialisation keeps the signal's scale through the ReLU stack (PyTorch's default shrinks
+        # it ~2.6x per stage, to ~1e-3 after six, where Adam's first bias updates swamp it); zero
+        # biases make the initial output depend on the signal alone.
+        for module in self.modules():
+            if isinstance(module, nn.Conv1d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.dim() != 3 or audio.shape[1] != 1:
             raise ValueError(f"Encoder expects audio of shape (B, 1, T), got {tuple(audio.shape)}")
         if audio.shape[-1] < self.hop_length:
             raise ValueError(f"Encoder needs at least hop_length={self.hop_length} samples, got {audio.shape[-1]}")
-        return self.output(self.layers(audio))  # (B, D, T // hop)
+        # μ-law companding (continuous, not quantised) lifts quiet speech to a usable amplitude.
+        companded = torch.sign(audio) * torch.log1p(255 * audio.abs().clamp(max=1)) / math.log(256)
+        latents = self.output(self.layers(companded))  # (B, D, T // hop)
+        return self.norm(latents)

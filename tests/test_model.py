@@ -157,3 +157,23 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         ModelConfig.from_yaml(tmp_path / "nope.yaml")
     assert apply_overrides(ModelConfig(), ["encoder.strides=[2,4,5,8]"]).hop_length == 320
+
+
+def test_encoder_latents_are_standardised_and_cannot_collapse_to_a_constant():
+    encoder = Encoder(EncoderConfig(hidden_channels=16, strides=(2, 2)), code_dim=4).train()
+    quiet = torch.randn(3, 1, 400) * 0.01  # quiet speech-like input
+    latents = encoder(quiet)
+    assert torch.allclose(latents.mean((0, 2)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(latents.var((0, 2), unbiased=False), torch.ones(4), atol=1e-2)
+    encoder.eval()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    encoder(quiet)  # eval: running statistics, no buffer changes
+    assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
+
+
+def test_eval_forward_leaves_every_model_buffer_unchanged():
+    model = VQVAE(tiny_config()).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model(torch.rand(2, 320) * 2 - 1, torch.tensor([0, 1]))
+    model.encode(torch.rand(1, 320))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
