@@ -143,20 +143,24 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,
                generator: Optional[torch.Generator] = None,
-               progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-        """Generate audio autoregressively from codes.
+               progress: Optional[Callable[[int], None]] = None, method: str = "auto") -> torch.Tensor:
+        """Generate audio autoregressively from codes, on the fastest available path.
 
         Args:
             codes: LongTensor[B x T'].
             speaker: LongTensor[B] of speaker ids (any training speaker: this is how conversion works).
             temperature: sampling temperature; 0 means greedy (argmax).
-            generator: random generator for sampling (reproducible output).
+            generator: random generator for sampling (reproducible output): it draws one seed per utterance.
             progress: called with the number of samples generated so far.
+            method: ``"auto"`` (fused CPU kernels on CPU when numba is available, else PyTorch), ``"fused"``
+                or ``"torch"``; see :func:`audio_vqvae.generation.generate`.
 
         Returns:
             Tensor[B x T' * hop] in [-1, 1].
         """
+        from audio_vqvae.generation.engine import generate  # imported here: numba loads only when generating
+
         conditioning = self.conditioning(self.quantizer.lookup(codes), codes.shape[1] * self.hop_length)
-        generated = self.decoder.generate(conditioning, speaker, temperature=temperature,
-                                          generator=generator, progress=progress)
+        generated = generate(self.decoder, conditioning, speaker, temperature=temperature, generator=generator,
+                             method=method, progress=progress)
         return mu_law_decode(generated.samples, self.decoder.quantization_channels)

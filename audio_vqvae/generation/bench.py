@@ -1,0 +1,131 @@
+"""Generation benchmark: every method in one process, on the same weights, in samples/s and × real time.
+
+Speed does not depend on the weights' values, so the model is a randomly initialised WaveNet of the
+preset's shape unless a checkpoint is given. Run with ``audio-vqvae bench`` or
+``python scripts/bench_generation.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from audio_vqvae.config import ModelConfig
+from audio_vqvae.generation.engine import fused_available, generate
+from audio_vqvae.wavenet import WaveNet
+
+R9Y9_SAMPLES_PER_SECOND = 234.0  # r9y9/wavenet_vocoder, SMALL shape, batch 1, 2 threads: quoted, not measured here
+
+
+@dataclass
+class BenchResult:
+    preset: str
+    method: str
+    batch: int
+    samples: int  # samples generated in total (all utterances)
+    seconds: float
+    sample_rate: int
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.samples_per_second / self.sample_rate
+
+
+def _time(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: Sequence[int], seconds: float,
+                     reference_seconds: float, log: Callable[[str], None] = print) -> list[BenchResult]:
+    """Time the PyTorch queue reference (:meth:`WaveNet.generate`) and the fused engine at each batch size."""
+    config = decoder.config
+    results = []
+    for batch in batches:
+        speaker = torch.zeros(batch, dtype=torch.long)
+        methods = [("pytorch-queue (WaveNet.generate)", reference_seconds, None)]
+        if fused_available():
+            methods.append(("fused (numba)", seconds, "fused"))
+        for name, duration, method in methods:
+            steps = max(int(duration * sample_rate), 16)
+            conditioning = torch.randn(batch, config.conditioning_channels, steps)
+            if method is None:
+                run = lambda: decoder.generate(conditioning, speaker, generator=torch.Generator().manual_seed(0))  # noqa: E731
+            else:
+                warm = conditioning[:, :, :64]
+                generate(decoder, warm, speaker, seeds=range(batch), method=method)  # compile / load the kernels
+                run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method)  # noqa: E731
+            result = BenchResult(preset, name, batch, batch * steps, _time(run), sample_rate)
+            log(f"  {preset:6s} {name:34s} batch {batch:3d}: {result.samples_per_second:10,.0f} samples/s "
+                f"({result.real_time_factor:.3f}x real time)")
+            results.append(result)
+    return results
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    """Markdown table: preset, method, batch, samples/s, × real time and ratio to the reference at that batch."""
+    lines = ["| preset | method | batch | samples/s | × real time | vs PyTorch queue |",
+             "|---|---|---:|---:|---:|---:|"]
+    for result in results:
+        reference = next((r for r in results if r.preset == result.preset and r.batch == result.batch
+                          and r.method.startswith("pytorch-queue")), None)
+        ratio = f"{result.samples_per_second / reference.samples_per_second:,.1f}×" if reference else "–"
+        lines.append(f"| {result.preset} | {result.method} | {result.batch} | {result.samples_per_second:,.0f} | "
+                     f"{result.real_time_factor:.3f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence[int] = (1, 16),
+                  seconds: float = 1.0, reference_seconds: float = 0.1, threads: Optional[int] = None,
+                  checkpoint: Optional[str] = None, log: Callable[[str], None] = print) -> list[BenchResult]:
+    """Benchmark every method on each preset (or on one checkpoint's decoder) and log the table.
+
+    Args:
+        presets: model presets to build with random weights (ignored when ``checkpoint`` is given).
+        batches: batch sizes (utterances generated at once).
+        seconds: seconds of audio per utterance for the fused engine.
+        reference_seconds: seconds per utterance for the slow PyTorch reference.
+        threads: torch and numba threads (default: all cores).
+        checkpoint: benchmark this model's decoder instead of the presets.
+    """
+    import os
+
+    import numba
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    models = []
+    if checkpoint is not None:
+        from audio_vqvae.checkpoint import load_model
+
+        model = load_model(checkpoint)
+        models.append((os.path.basename(checkpoint), model.decoder, model.config.sample_rate))
+    else:
+        for preset in presets:
+            config = ModelConfig.preset(preset)
+            torch.manual_seed(0)
+            decoder = WaveNet(config.decoder, 1, config.quantizer.code_dim, config.encoder.strides[::-1]).eval()
+            models.append((preset, decoder, config.sample_rate))
+    log(f"generation benchmark: {threads} thread(s), torch {torch.__version__}, numba {numba.__version__}, "
+        f"fused engine {'available' if fused_available() else 'NOT available'}")
+    results = []
+    for name, decoder, sample_rate in models:
+        config = decoder.config
+        log(f"{name}: {config.stacks}x{config.layers_per_stack} layers, residual {config.residual_channels}, "
+            f"gate {config.gate_channels}, skip {config.skip_channels}, {sample_rate} Hz")
+        with torch.no_grad():
+            results += benchmark_preset(name, decoder, sample_rate, batches, seconds, reference_seconds, log)
+    log("")
+    log(format_table(results))
+    log(f"external reference, not measured here: r9y9/wavenet_vocoder, SMALL shape, batch 1, 2 threads: "
+        f"~{R9Y9_SAMPLES_PER_SECOND:.0f} samples/s ({R9Y9_SAMPLES_PER_SECOND / 16000:.3f}x real time at 16 kHz)")
+    return results

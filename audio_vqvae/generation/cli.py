@@ -1,0 +1,290 @@
+"""Sub-commands ``reconstruct``, ``convert``, ``encode``, ``decode``, ``speakers`` and ``bench``.
+
+Speaker of the input (``reconstruct`` without ``--speaker``): the file name must start with a
+training speaker's name followed by ``_``, ``-`` or the end of the name (``p225_001.wav`` -> ``p225``);
+the longest matching name wins. Otherwise the command asks for ``--speaker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from audio_vqvae.errors import InputError
+
+PROGRESS_MIN_SECONDS = 1.0  # progress bars only for generations longer than this much audio
+
+
+# ------------------------------------------------------------------ shared helpers
+
+
+def _load(checkpoint: str, device: str = "cpu"):
+    from audio_vqvae.checkpoint import load_model
+
+    return load_model(checkpoint, map_location=device)
+
+
+def speaker_names(model) -> list[str]:
+    return [str(entry["name"]) for entry in model.speakers]
+
+
+def resolve_speakers(model, names: str) -> list[tuple[str, int]]:
+    """``"p226,p231"`` -> [(name, id), ...]; an unknown name raises one line listing the known ones."""
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    if not wanted:
+        raise InputError("--speaker is empty")
+    known = speaker_names(model)
+    for name in wanted:
+        if name not in known:
+            raise InputError(f"unknown speaker {name!r}; known speakers: {', '.join(known)}")
+    return [(name, model.speaker_id(name)) for name in wanted]
+
+
+def speaker_from_file_name(model, path: Path) -> Optional[str]:
+    """The longest speaker name that the file name starts with, followed by ``_``, ``-`` or nothing."""
+    stem = path.stem
+    matches = [name for name in speaker_names(model)
+               if stem == name or stem.startswith(name + "_") or stem.startswith(name + "-")]
+    return max(matches, key=len) if matches else None
+
+
+@dataclass
+class Job:
+    """One utterance to generate: its codes, the target speaker and where the audio goes."""
+
+    codes: torch.Tensor  # LongTensor[T']
+    speaker: int
+    output: Path
+    seed: int
+
+
+def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_size: int, progress: bool) -> None:
+    """Generate every job (batched by similar length) and write each output file atomically."""
+    from audio_vqvae.generation.audio_io import save_audio
+    from audio_vqvae.generation.engine import generate
+    from audio_vqvae.mulaw import mu_law_decode
+
+    hop, rate = model.hop_length, model.config.sample_rate
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i].codes.shape[0])
+    total = sum(job.codes.shape[0] * hop for job in jobs)
+    bar = None
+    if progress and total / rate > PROGRESS_MIN_SECONDS:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="sample", unit_scale=True, desc="generating", file=sys.stderr, leave=False)
+    try:
+        for first in range(0, len(order), batch_size):
+            batch = [jobs[i] for i in order[first:first + batch_size]]
+            lengths = [job.codes.shape[0] * hop for job in batch]
+            steps = max(lengths)
+            with torch.no_grad():
+                # Conditioning per utterance, then padded: generation is causal, so padding after an
+                # utterance's end cannot change its samples.
+                conditioning = torch.zeros(len(batch), model.config.decoder.conditioning_channels, steps)
+                for row, job in enumerate(batch):
+                    codes = job.codes.unsqueeze(0)
+                    conditioning[row, :, :lengths[row]] = model.conditioning(model.quantizer.lookup(codes), lengths[row])[0]
+                done = [0]
+
+                def report(steps_done: int) -> None:
+                    if bar is not None:
+                        bar.update(sum(min(steps_done, n) for n in lengths) - done[0])
+                        done[0] = sum(min(steps_done, n) for n in lengths)
+
+                output = generate(model.decoder, conditioning, torch.tensor([job.speaker for job in batch]),
+                                  temperature=temperature, seeds=[job.seed for job in batch], method=method,
+                                  progress=report)
+            audio = mu_law_decode(output.samples, model.decoder.quantization_channels)
+            for row, job in enumerate(batch):
+                save_audio(job.output, audio[row, :lengths[row]], rate)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _encode_file(model, path: Path) -> torch.Tensor:
+    from audio_vqvae.generation.audio_io import load_audio
+
+    audio = load_audio(path, model.config.sample_rate)
+    if audio.shape[0] < model.hop_length:
+        raise InputError(f"{path}: too short: {audio.shape[0]} samples, the model needs at least {model.hop_length}")
+    return model.encode(audio.unsqueeze(0))[0]
+
+
+def _input_files(folder: Path) -> list[Path]:
+    from audio_vqvae.generation.audio_io import audio_extensions
+
+    extensions = audio_extensions()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    if not files:
+        raise InputError(f"{folder}: no audio files found (looked for {', '.join(sorted(extensions))})")
+    return files
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt) written by training")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1.0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default 0)")
+    parser.add_argument("--method", choices=("auto", "fused", "torch"), default="auto",
+                        help="generation path: fused CPU kernels, PyTorch queues, or the fastest available (default)")
+    parser.add_argument("--device", default="cpu", help="torch device of the model (default cpu; 'cuda' uses the PyTorch path)")
+    parser.add_argument("--batch-size", type=int, default=16, help="utterances generated at once (default 16)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    model = _load(args.checkpoint, args.device)
+    path = Path(args.input)
+    if args.speaker:
+        name, speaker = resolve_speakers(model, args.speaker)[0]
+    else:
+        name = speaker_from_file_name(model, path)
+        if name is None:
+            raise InputError(f"{path.name}: cannot tell the speaker from the file name; pass --speaker "
+                             f"(known speakers: {', '.join(speaker_names(model))})")
+        speaker = model.speaker_id(name)
+    codes = _encode_file(model, path)
+    run_jobs(model, [Job(codes, speaker, Path(args.output), args.seed)], args.temperature, args.method,
+             args.batch_size, not args.no_progress)
+    print(f"{args.output}: reconstructed with speaker {name}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    model = _load(args.checkpoint, args.device)
+    targets = resolve_speakers(model, args.speaker)
+    source, output = Path(args.input), Path(args.output)
+    if source.is_dir():
+        files = _input_files(source)
+        to_folder = True
+    elif source.is_file():
+        files = [source]
+        to_folder = len(targets) > 1 or output.is_dir()
+    else:
+        raise InputError(f"{source}: input not found")
+    if to_folder and output.exists() and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a folder (several outputs need a folder)")
+    jobs = []
+    for path in files:
+        codes = _encode_file(model, path)  # every input is read before anything is generated
+        for name, speaker in targets:
+            if to_folder:
+                relative = path.relative_to(source).with_suffix("") if source.is_dir() else Path(path.stem)
+                destination = output / relative.parent / f"{relative.name}_to_{name}.wav"
+            else:
+                destination = output
+            jobs.append(Job(codes, speaker, destination, args.seed + len(jobs)))
+    run_jobs(model, jobs, args.temperature, args.method, args.batch_size, not args.no_progress)
+    print(f"converted {len(files)} file(s) to {', '.join(name for name, _ in targets)}: {len(jobs)} output file(s) "
+          f"in {output if to_folder else output.parent}")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from audio_vqvae.generation.audio_io import atomic_write
+
+    model = _load(args.checkpoint)
+    codes = _encode_file(model, Path(args.input))
+    atomic_write(args.output, lambda file: np.save(file, codes.numpy().astype(np.int64)))
+    used = int(torch.unique(codes).numel())
+    num_codes = model.config.quantizer.num_codes
+    print(f"{args.output}: {codes.shape[0]} frames at {model.config.frame_rate:g} frames/s, "
+          f"{used} of {num_codes} codes used, bitrate {model.config.bitrate:,.0f} bits/s")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    model = _load(args.checkpoint, args.device)
+    name, speaker = resolve_speakers(model, args.speaker)[0]
+    path = Path(args.input)
+    if not path.is_file():
+        raise InputError(f"{path}: codes file not found")
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: not a .npy file of codes ({str(err).splitlines()[0]})") from None
+    num_codes = model.config.quantizer.num_codes
+    if codes.ndim != 1 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
+        raise InputError(f"{path}: expected a non-empty 1-D integer array of codes, got {codes.dtype} {codes.shape}")
+    if codes.min() < 0 or codes.max() >= num_codes:
+        raise InputError(f"{path}: codes must lie in [0, {num_codes}), got {codes.min()}..{codes.max()}")
+    run_jobs(model, [Job(torch.from_numpy(codes.astype(np.int64)), speaker, Path(args.output), args.seed)],
+             args.temperature, args.method, args.batch_size, not args.no_progress)
+    print(f"{args.output}: {codes.shape[0] * model.hop_length / model.config.sample_rate:.2f} s with speaker {name}")
+    return 0
+
+
+def cmd_speakers(args: argparse.Namespace) -> int:
+    from audio_vqvae.checkpoint import load_checkpoint
+
+    speakers = load_checkpoint(args.checkpoint)["speakers"]
+    extra = sorted({key for entry in speakers for key in entry} - {"id", "name"})
+    print("\t".join(["id", "name"] + extra))
+    for entry in speakers:
+        print("\t".join(str(entry.get(key, "")) for key in ["id", "name"] + extra))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from audio_vqvae.generation.bench import run_benchmark
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    run_benchmark(presets=presets, batches=batches, seconds=args.seconds, reference_seconds=args.reference_seconds,
+                  threads=args.threads, checkpoint=args.checkpoint)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the generation sub-commands to the ``audio-vqvae`` parser."""
+    parser = subparsers.add_parser("reconstruct", help="encode a file and regenerate it with its own speaker",
+                                   description=cmd_reconstruct.__doc__ or __doc__)
+    _add_generation_options(parser)
+    parser.add_argument("--input", required=True, help="audio file (any format soundfile reads, any rate)")
+    parser.add_argument("--output", required=True, help="output .wav at the model rate")
+    parser.add_argument("--speaker", help="speaker to regenerate with (default: from the file name, e.g. p225_001.wav)")
+    parser.set_defaults(func=cmd_reconstruct)
+
+    parser = subparsers.add_parser("convert", help="convert speech to other speakers' voices")
+    _add_generation_options(parser)
+    parser.add_argument("--input", required=True, help="audio file or folder (searched recursively)")
+    parser.add_argument("--speaker", required=True, help="target speaker name(s), comma separated: p226,p231")
+    parser.add_argument("--output", required=True,
+                        help="output .wav for one file and one speaker; otherwise a folder of <name>_to_<speaker>.wav")
+    parser.set_defaults(func=cmd_convert)
+
+    parser = subparsers.add_parser("encode", help="audio file -> codes (.npy); prints frames, codes used and bitrate")
+    parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
+    parser.add_argument("--input", required=True, help="audio file")
+    parser.add_argument("--output", required=True, help="codes .npy (int64, one code per frame)")
+    parser.set_defaults(func=cmd_encode)
+
+    parser = subparsers.add_parser("decode", help="codes (.npy) + speaker -> audio")
+    _add_generation_options(parser)
+    parser.add_argument("--input", required=True, help="codes .npy written by encode")
+    parser.add_argument("--speaker", required=True, help="speaker name")
+    parser.add_argument("--output", required=True, help="output .wav")
+    parser.set_defaults(func=cmd_decode)
+
+    parser = subparsers.add_parser("speakers", help="list a checkpoint's speaker table")
+    parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
+    parser.set_defaults(func=cmd_speakers)
+
+    parser = subparsers.add_parser("bench", help="generation speed of every method, in samples/s and x real time")
+    parser.add_argument("--presets", default="small,paper", help="model presets, comma separated (default small,paper)")
+    parser.add_argument("--batches", default="1,16", help="batch sizes, comma separated (default 1,16)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="audio per utterance for the fused engine (default 1)")
+    parser.add_argument("--reference-seconds", type=float, default=0.1,
+                        help="audio per utterance for the slow PyTorch reference (default 0.1)")
+    parser.add_argument("--threads", type=int, help="threads (default: all cores)")
+    parser.add_argument("--checkpoint", help="benchmark this checkpoint's decoder instead of the presets")
+    parser.set_defaults(func=cmd_bench)

@@ -1,0 +1,281 @@
+"""Batched WaveNet generation: one entry point, a fused CPU path and the PyTorch path.
+
+Everything that does not depend on the previous sample (the conditioning and speaker projections of
+every layer, for all time steps) is computed in parallel, chunk by chunk, before the sample loop of
+that chunk. Sampling is inverse-CDF with one pre-drawn uniform number per step and utterance, drawn
+from a ``torch.Generator`` seeded with that utterance's seed: both paths consume the same numbers,
+and an utterance's samples depend only on its own seed, so a batch equals its utterances one by one.
+
+Example:
+    >>> import torch
+    >>> from audio_vqvae.config import WaveNetConfig
+    >>> from audio_vqvae.wavenet import WaveNet
+    >>> net = WaveNet(WaveNetConfig(stacks=1, layers_per_stack=3, residual_channels=8, gate_channels=8,
+    ...                             skip_channels=8, conditioning_channels=4, speaker_dim=4), 2, 3, (2,)).eval()
+    >>> conditioning = torch.randn(2, 4, 50)                              # (B, C, T)
+    >>> fused = generate(net, conditioning, torch.tensor([0, 1]), seeds=[1, 2], method="fused")
+    >>> torch_path = generate(net, conditioning, torch.tensor([0, 1]), seeds=[1, 2], method="torch")
+    >>> fused.samples.shape, torch.equal(fused.samples, torch_path.samples)  # (B, T)
+    (torch.Size([2, 50]), True)
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+
+from audio_vqvae.wavenet import GenerationOutput, WaveNet
+
+Method = Literal["auto", "fused", "torch"]
+CHUNK_BYTES = 64 * 2**20  # gate biases computed at once (all utterances): bounds memory, paces progress reports
+
+
+# ------------------------------------------------------------------ sampling shared by both paths
+
+
+def draw_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """The random numbers of a generation: DoubleTensor[B x T], row b from a generator seeded with ``seeds[b]``."""
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64) for seed in seeds]
+    return torch.stack(rows) if rows else torch.empty(0, steps, dtype=torch.float64)
+
+
+def seeds_from(generator: Optional[torch.Generator], batch: int) -> list[int]:
+    """One seed per utterance from ``generator`` (or torch's global generator): reproducible under ``torch.manual_seed``."""
+    return torch.randint(0, 2**62, (batch,), generator=generator).tolist()
+
+
+def sample_inverse_cdf(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:
+    """One class per row of Tensor[B x Q] from softmax(logits / temperature) and DoubleTensor[B] uniforms.
+
+    The class is the first whose cumulative probability (float64, class order) exceeds ``u``; a
+    temperature <= 0 is greedy (the first argmax). The fused kernels implement the same rule.
+    """
+    if temperature <= 0:
+        return logits.argmax(dim=1)
+    scaled = logits.double()
+    weights = torch.exp((scaled - scaled.max(dim=1, keepdim=True).values) * (1.0 / temperature))
+    cdf = torch.cumsum(weights, dim=1)
+    threshold = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, threshold, right=True).squeeze(1).clamp_(max=logits.shape[1] - 1)
+
+
+# ------------------------------------------------------------------ state
+
+
+@dataclass
+class FusedState:
+    """State of a fused generation, made fresh for every call.
+
+    Attributes:
+        queues: float32 array (B, slots, R): every layer's ring buffer of its last ``dilation`` inputs
+            (layer l owns rows ``offsets[l]`` to ``offsets[l] + dilation_l``); zeros match causal padding.
+        previous: int64 array (B,): the sample fed at the next step (μ-law silence at the start).
+        position: steps generated so far.
+    """
+
+    queues: np.ndarray
+    previous: np.ndarray
+    position: int = 0
+
+    @classmethod
+    def create(cls, slots: int, batch: int, channels: int, silence: int) -> "FusedState":
+        return cls(np.zeros((batch, slots, channels), np.float32), np.full(batch, silence, np.int64))
+
+
+# ------------------------------------------------------------------ availability
+
+
+@functools.lru_cache(maxsize=1)
+def fused_available() -> bool:
+    """Whether the numba kernels import (compilation happens on first use and is cached on disk)."""
+    try:
+        from audio_vqvae.generation import fused  # noqa: F401
+    except Exception:  # numba missing or broken: the PyTorch path still works
+        return False
+    return True
+
+
+def resolve_method(method: str, device: torch.device) -> str:
+    if method not in ("auto", "fused", "torch"):
+        raise ValueError(f"method must be 'auto', 'fused' or 'torch', got {method!r}")
+    if method == "auto":
+        return "fused" if device.type == "cpu" and fused_available() else "torch"
+    if method == "fused":
+        if device.type != "cpu":
+            raise ValueError("the fused generator runs on CPU; use method='torch' for other devices")
+        if not fused_available():
+            raise RuntimeError("the fused generator needs numba (pip install numba)")
+    return method
+
+
+# ------------------------------------------------------------------ entry point
+
+
+@torch.no_grad()
+def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor, *, temperature: float = 1.0,
+             seeds: Optional[Sequence[int]] = None, generator: Optional[torch.Generator] = None,
+             method: Method = "auto", teacher: Optional[torch.Tensor] = None, return_logits: bool = False,
+             progress: Optional[Callable[[int], None]] = None, chunk_steps: Optional[int] = None) -> GenerationOutput:
+    """Generate μ-law samples autoregressively for a batch of utterances.
+
+    Args:
+        decoder: the WaveNet (eval mode).
+        conditioning: Tensor[B x C x T] at the sample rate (``VQVAE.conditioning``).
+        speaker: LongTensor[B] of speaker ids.
+        temperature: softmax temperature; 0 is greedy decoding (argmax).
+        seeds: one seed per utterance; if None they are drawn from ``generator`` (or torch's global one).
+        generator: source of the seeds when ``seeds`` is None.
+        method: ``"fused"`` (numba, CPU), ``"torch"`` (per-layer queues, any device) or ``"auto"``
+            (fused on CPU when numba is available).
+        teacher: optional LongTensor[B x T]: feed these samples instead of the generated ones (checks).
+        return_logits: also return the logits Tensor[B x Q x T] every sample was drawn from.
+        progress: called with the number of steps done after every chunk.
+        chunk_steps: steps per chunk of precomputed gate biases (default: about 64 MiB of them).
+
+    Returns:
+        :class:`~audio_vqvae.wavenet.GenerationOutput` with ``samples`` LongTensor[B x T].
+    """
+    batch, _, steps = conditioning.shape
+    if speaker.shape != (batch,):
+        raise ValueError(f"speaker must have shape ({batch},), got {tuple(speaker.shape)}")
+    if seeds is None:
+        seeds = seeds_from(generator, batch)
+    if len(seeds) != batch:
+        raise ValueError(f"need one seed per utterance ({batch}), got {len(seeds)}")
+    method = resolve_method(method, conditioning.device)
+    uniforms = draw_uniforms(seeds, steps) if temperature > 0 else torch.zeros(batch, steps, dtype=torch.float64)
+    if chunk_steps is None:
+        bytes_per_step = 4 * batch * len(decoder.layers) * (decoder.config.gate_channels + 2)
+        chunk_steps = max(256, CHUNK_BYTES // bytes_per_step)
+    run = _generate_fused if method == "fused" else _generate_torch
+    return run(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps)
+
+
+def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps):
+    """The per-layer-queue path (:meth:`WaveNet.step`), with biases precomputed per chunk."""
+    batch, _, steps = conditioning.shape
+    device = conditioning.device
+    state = decoder.new_state(batch, device, conditioning.dtype)
+    samples = torch.empty(batch, steps, dtype=torch.long, device=device)
+    logits_out = conditioning.new_empty(batch, decoder.quantization_channels, steps) if return_logits else None
+    previous = torch.full((batch,), decoder.silence, dtype=torch.long, device=device)
+    uniforms = uniforms.to(device)
+    for start in range(0, steps, chunk_steps):
+        stop = min(start + chunk_steps, steps)
+        biases = torch.stack(decoder.layer_biases(conditioning[:, :, start:stop], speaker), dim=0)  # (L, B, G, T')
+        biases = biases.permute(3, 0, 1, 2).contiguous()  # (T', L, B, G): one step's slice is contiguous
+        for t in range(start, stop):
+            logits = decoder.step(state, previous, biases[t - start])
+            samples[:, t] = sample_inverse_cdf(logits, uniforms[:, t], temperature)
+            if logits_out is not None:
+                logits_out[:, :, t] = logits
+            previous = teacher[:, t] if teacher is not None else samples[:, t]
+        if progress is not None:
+            progress(stop)
+    return GenerationOutput(samples=samples, logits=logits_out)
+
+
+def _kernel_bias_weights(decoder: WaveNet, speaker: torch.Tensor):
+    """Conditioning projection (L * 4W, C) and the per-utterance constant part (B, L * 4W), in kernel gate order."""
+    from audio_vqvae.generation.fused import FusedWeights
+
+    order = torch.as_tensor(FusedWeights.gate_order(decoder.config.gate_channels))
+    gates = decoder.config.gate_channels
+    index = torch.where(order >= 0, order, torch.full_like(order, gates))  # padding -> an appended zero row
+
+    def kernel_order(rows: torch.Tensor) -> torch.Tensor:  # (..., G, X) -> (..., 4W, X)
+        return torch.cat([rows, rows.new_zeros(rows.shape[:-2] + (1, rows.shape[-1]))], dim=-2)[..., index, :]
+
+    projection = kernel_order(torch.stack([layer.conditioning.weight[:, :, 0] for layer in decoder.layers]))  # (L, 4W, C)
+    speaker_vector = decoder.speaker_embedding(speaker)  # (B, D)
+    constant = torch.stack([layer.speaker(speaker_vector) + layer.dilated.bias for layer in decoder.layers], dim=1)  # (B, L, G)
+    constant = kernel_order(constant.unsqueeze(-1)).squeeze(-1)  # (B, L, 4W)
+    return projection.reshape(-1, projection.shape[-1]).float(), constant.reshape(constant.shape[0], -1).float()
+
+
+def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps):
+    from audio_vqvae.generation import fused
+    import numba
+
+    batch, _, steps = conditioning.shape
+    classes = decoder.quantization_channels
+    weights = fused.FusedWeights.from_decoder(decoder)
+    layers, _, _, width2 = weights.dilated.shape
+    state = FusedState.create(weights.queue_slots, batch, decoder.config.residual_channels, decoder.silence)
+    projection, constant = _kernel_bias_weights(decoder, speaker)
+    conditioning_steps = conditioning.float().transpose(1, 2)  # (B, T, C)
+    samples = torch.empty(batch, steps, dtype=torch.long)
+    logits_out = torch.empty(batch, classes, steps) if return_logits else None
+    greedy = temperature <= 0
+    inv_temperature = 0.0 if greedy else 1.0 / temperature
+    groups = min(batch, numba.get_num_threads())
+    # One utterance may run on two threads that wait for each other at every layer: fast on idle cores,
+    # slow when other processes hold one of them. Both kernels give identical samples, so the choice is
+    # re-made per chunk from measured speed (each is tried on a short chunk first).
+    chooser = _ThreadChooser(enabled=batch == 1 and numba.get_num_threads() >= 2)
+    start = 0
+    while start < steps:
+        two_threads, limit = chooser.next(chunk_steps)
+        stop = min(start + limit, steps)
+        length = stop - start
+        began = time.perf_counter()
+        # Every kernel argument is C-contiguous, so each kernel is compiled (and cached) once.
+        biases = torch.matmul(conditioning_steps[:, start:stop], projection.t()) + constant.unsqueeze(1)  # (B, T', L*4W)
+        biases = biases.reshape(batch, length, layers, 2, width2).contiguous().numpy()
+        chunk_uniforms = np.ascontiguousarray(uniforms[:, start:stop].numpy())
+        chunk_teacher = (np.ascontiguousarray(teacher[:, start:stop].to(torch.long).numpy()) if teacher is not None
+                         else np.zeros((batch, length), np.int64))
+        chunk_samples = np.empty((batch, length), np.int64)
+        chunk_logits = np.empty((batch, length if return_logits else 0, classes), np.float32)
+        if two_threads:
+            state.previous[0] = fused.run_utterance_two_threads(
+                *weights.arguments(), biases[0], chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
+                teacher is not None, state.queues[0], state.position, int(state.previous[0]), chunk_samples[0],
+                chunk_logits[0], return_logits)
+        else:
+            fused.run_groups(
+                groups, *weights.arguments(), biases, chunk_uniforms, inv_temperature, greedy, chunk_teacher,
+                teacher is not None, state.queues, state.position, state.previous, chunk_samples, chunk_logits,
+                return_logits)
+        chooser.record(two_threads, length, time.perf_counter() - began)
+        state.position = stop
+        samples[:, start:stop] = torch.from_numpy(chunk_samples)
+        if logits_out is not None:
+            logits_out[:, :, start:stop] = torch.from_numpy(chunk_logits).transpose(1, 2)
+        if progress is not None:
+            progress(stop)
+        start = stop
+    return GenerationOutput(samples=samples.to(conditioning.device), logits=logits_out)
+
+
+class _ThreadChooser:
+    """Picks one or two threads per chunk for a single utterance from the speed measured so far."""
+
+    PROBE_STEPS = 512
+    REPROBE_EVERY = 16  # chunks
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.speed = {True: None, False: None}  # steps/s with two threads / one thread
+        self.chunks = 0
+
+    def next(self, chunk_steps: int) -> tuple[bool, int]:
+        if not self.enabled:
+            return False, chunk_steps
+        self.chunks += 1
+        for mode in (True, False):
+            if self.speed[mode] is None:
+                return mode, min(chunk_steps, self.PROBE_STEPS)
+        best = self.speed[True] >= self.speed[False]
+        if self.chunks % self.REPROBE_EVERY == 0:  # conditions change: measure the other one again
+            return not best, min(chunk_steps, self.PROBE_STEPS)
+        return best, chunk_steps
+
+    def record(self, mode: bool, steps: int, seconds: float) -> None:
+        if self.enabled:
+            self.speed[mode] = steps / max(seconds, 1e-9)

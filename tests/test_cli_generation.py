@@ -1,0 +1,155 @@
+"""``audio-vqvae reconstruct/convert/encode/decode/speakers/bench`` end to end on a tiny checkpoint."""
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from audio_vqvae.checkpoint import save_checkpoint
+from audio_vqvae.cli import main
+from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.model import VQVAE
+
+RATE = 8000
+SPEAKERS = ["p225", "p226", "p231"]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    config = ModelConfig(
+        sample_rate=RATE, num_speakers=3,
+        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
+        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
+        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
+                              conditioning_channels=4, speaker_dim=4))
+    torch.manual_seed(0)
+    model = VQVAE(config, speakers=[{"id": i, "name": name, "gender": "F"} for i, name in enumerate(SPEAKERS)])
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture
+def speech(tmp_path):
+    """A stereo 22.05 kHz FLAC named after a training speaker: 0.3 s of noisy tones."""
+    t = np.arange(int(0.3 * 22050)) / 22050
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    path = tmp_path / "p225_001.flac"
+    soundfile.write(path, np.stack([left, 0.5 * left], axis=1), 22050)
+    return path
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def files_in(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_speakers_lists_the_table(checkpoint, capsys):
+    assert run("speakers", "--checkpoint", checkpoint) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t") == ["id", "name", "gender"]
+    assert [line.split("\t")[1] for line in lines[1:]] == SPEAKERS
+
+
+def test_reconstruct_takes_the_speaker_from_the_file_name(checkpoint, speech, tmp_path, capsys):
+    out = tmp_path / "out" / "rec.wav"
+    assert run("reconstruct", "--checkpoint", checkpoint, "--input", speech, "--output", out) == 0
+    audio, rate = soundfile.read(out)
+    assert rate == RATE and audio.ndim == 1
+    assert audio.shape[0] == (int(0.3 * RATE) // 8) * 8  # whole frames of the resampled input
+    assert "speaker p225" in capsys.readouterr().out
+
+
+def test_reconstruct_needs_a_speaker_when_the_name_does_not_tell(checkpoint, speech, tmp_path, capsys):
+    anonymous = tmp_path / "hello.flac"
+    speech.rename(anonymous)
+    out = tmp_path / "rec.wav"
+    assert run("reconstruct", "--checkpoint", checkpoint, "--input", anonymous, "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--speaker" in err and "p226" in err
+    assert not out.exists()
+    assert run("reconstruct", "--checkpoint", checkpoint, "--input", anonymous, "--output", out, "--speaker", "p226") == 0
+    assert out.exists()
+
+
+def test_convert_a_file_and_a_folder_to_several_speakers(checkpoint, speech, tmp_path):
+    single = tmp_path / "single.wav"
+    assert run("convert", "--checkpoint", checkpoint, "--input", speech, "--speaker", "p231", "--output", single) == 0
+    assert soundfile.info(single).samplerate == RATE
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    speech.rename(folder / "a.flac")
+    soundfile.write(folder / "sub" / "b.wav", np.zeros(3000), 16000)  # another rate and format, mono
+    (folder / "notes.txt").write_text("not audio")
+    out = tmp_path / "converted"
+    assert run("convert", "--checkpoint", checkpoint, "--input", folder, "--speaker", "p226,p231",
+               "--output", out, "--batch-size", "3") == 0
+    assert files_in(out) == ["a_to_p226.wav", "a_to_p231.wav", "sub"]
+    assert files_in(out / "sub") == ["b_to_p226.wav", "b_to_p231.wav"]
+    assert soundfile.info(out / "sub" / "b_to_p231.wav").frames == (3000 // 2 // 8) * 8
+
+
+def test_convert_is_the_same_batched_or_one_at_a_time(checkpoint, speech, tmp_path):
+    for batch in ("1", "4"):
+        assert run("convert", "--checkpoint", checkpoint, "--input", speech, "--speaker", "p226,p231",
+                   "--output", tmp_path / batch, "--batch-size", batch, "--seed", "3") == 0
+    for name in ("p225_001_to_p226.wav", "p225_001_to_p231.wav"):
+        assert np.array_equal(soundfile.read(tmp_path / "1" / name)[0], soundfile.read(tmp_path / "4" / name)[0])
+
+
+def test_unknown_speaker_is_one_line_listing_the_known_ones(checkpoint, speech, tmp_path, capsys):
+    out = tmp_path / "x.wav"
+    assert run("convert", "--checkpoint", checkpoint, "--input", speech, "--speaker", "p226,nobody", "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'nobody'" in err and "p225, p226, p231" in err
+    assert not out.exists() and files_in(tmp_path) == [speech.name]
+
+
+def test_unreadable_input_and_missing_checkpoint_are_clear_errors(checkpoint, tmp_path, capsys):
+    garbage = tmp_path / "p225_bad.wav"
+    garbage.write_bytes(b"this is not a wav file")
+    out = tmp_path / "out.wav"
+    assert run("reconstruct", "--checkpoint", checkpoint, "--input", garbage, "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a readable audio file" in err
+    assert run("convert", "--checkpoint", tmp_path / "missing.pt", "--input", garbage, "--speaker", "p225",
+               "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint not found" in err
+    assert run("convert", "--checkpoint", checkpoint, "--input", tmp_path / "nope.wav", "--speaker", "p225",
+               "--output", out) == 2
+    assert "input not found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p225_bad.wav"]  # no partial or temporary files
+
+
+def test_encode_then_decode(checkpoint, speech, tmp_path, capsys):
+    codes_path = tmp_path / "codes.npy"
+    assert run("encode", "--checkpoint", checkpoint, "--input", speech, "--output", codes_path) == 0
+    out = capsys.readouterr().out
+    codes = np.load(codes_path)
+    assert codes.dtype == np.int64 and codes.ndim == 1 and codes.shape[0] == int(0.3 * RATE) // 8
+    assert f"{codes.shape[0]} frames" in out and "of 16 codes used" in out and "bitrate 4,000 bits/s" in out
+
+    wav = tmp_path / "decoded.wav"
+    assert run("decode", "--checkpoint", checkpoint, "--input", codes_path, "--speaker", "p231", "--output", wav) == 0
+    assert soundfile.info(wav).frames == codes.shape[0] * 8
+
+    np.save(tmp_path / "bad.npy", np.array([1, 99]))
+    assert run("decode", "--checkpoint", checkpoint, "--input", tmp_path / "bad.npy", "--speaker", "p231",
+               "--output", tmp_path / "bad.wav") == 2
+    assert "codes must lie in [0, 16)" in capsys.readouterr().err
+    assert not (tmp_path / "bad.wav").exists()
+
+
+def test_bench_runs_every_method_and_prints_the_table(checkpoint, capsys):
+    assert run("bench", "--checkpoint", checkpoint, "--batches", "1,2", "--seconds", "0.05",
+               "--reference-seconds", "0.01") == 0
+    out = capsys.readouterr().out
+    assert "| preset | method | batch | samples/s | × real time | vs PyTorch queue |" in out
+    assert out.count("fused (numba)") >= 2 + 2 and "pytorch-queue (WaveNet.generate)" in out
+    assert "r9y9" in out

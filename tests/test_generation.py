@@ -1,0 +1,138 @@
+"""The generation engine: fused kernels ≡ PyTorch path ≡ teacher-forced network, and batching changes nothing."""
+
+import numba
+import pytest
+import torch
+
+from audio_vqvae.config import ModelConfig, WaveNetConfig
+from audio_vqvae.generation import engine, generate, sample_inverse_cdf
+from audio_vqvae.model import VQVAE
+from audio_vqvae.wavenet import WaveNet
+
+# Odd numbers of gate pairs (5) and skip channels (9) exercise the kernels' padding.
+TINY = WaveNetConfig(stacks=2, layers_per_stack=4, residual_channels=8, gate_channels=10, skip_channels=9,
+                     conditioning_channels=6, speaker_dim=5)
+EVEN = WaveNetConfig(stacks=2, layers_per_stack=5, residual_channels=16, gate_channels=24, skip_channels=16,
+                     conditioning_channels=8, speaker_dim=4)
+
+
+def make_net(config=TINY, seed=0, scale=2.0):
+    torch.manual_seed(seed)
+    net = WaveNet(config, num_speakers=3, code_dim=4, upsample_factors=(2, 4))
+    with torch.no_grad():  # larger weights than the default init so that every path carries signal
+        for parameter in net.parameters():
+            parameter.mul_(scale)
+    return net.eval()
+
+
+def inputs(config, batch=3, steps=300, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    conditioning = torch.randn(batch, config.conditioning_channels, steps, generator=generator)
+    speaker = torch.arange(batch) % 3
+    return conditioning, speaker
+
+
+@pytest.mark.parametrize("config", [TINY, EVEN], ids=["odd-padding", "even"])
+@pytest.mark.parametrize("method", ["fused", "torch"])
+def test_teacher_forced_logits_match_the_parallel_network(config, method):
+    net = make_net(config)
+    conditioning, speaker = inputs(config)
+    teacher = torch.randint(0, 256, (3, 300), generator=torch.Generator().manual_seed(2))
+    parallel = net(teacher, conditioning, speaker)
+    out = generate(net, conditioning, speaker, seeds=[0, 1, 2], teacher=teacher, return_logits=True, method=method)
+    assert (out.logits - parallel).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["fused", "torch"])
+def test_greedy_generation_is_the_argmax_of_the_teacher_forced_logits_over_its_own_output(method):
+    net = make_net()
+    conditioning, speaker = inputs(TINY, steps=400)
+    generated = generate(net, conditioning, speaker, temperature=0.0, method=method).samples
+    assert torch.equal(net(generated, conditioning, speaker).argmax(1), generated)
+    assert generated.unique().numel() > 5  # not stuck on one class: the check has something to check
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_fused_and_pytorch_paths_give_the_same_samples_with_the_same_seeds(temperature):
+    net = make_net(EVEN)
+    conditioning, speaker = inputs(EVEN, steps=400)
+    fused = generate(net, conditioning, speaker, temperature=temperature, seeds=[5, 6, 7], method="fused",
+                     return_logits=True)
+    reference = generate(net, conditioning, speaker, temperature=temperature, seeds=[5, 6, 7], method="torch",
+                         return_logits=True)
+    assert torch.equal(fused.samples, reference.samples)
+    assert (fused.logits - reference.logits).abs().max().item() <= 1e-4
+
+
+def test_a_batch_gives_the_same_samples_as_its_utterances_one_by_one():
+    net = make_net()
+    conditioning, speaker = inputs(TINY, batch=5, steps=500)
+    seeds = [11, 12, 13, 14, 15]
+    batched = generate(net, conditioning, speaker, seeds=seeds, method="fused").samples
+    for b in range(5):  # batch 1 runs the two-thread kernel, the batch the lock-step lanes kernel
+        alone = generate(net, conditioning[b:b + 1], speaker[b:b + 1], seeds=[seeds[b]], method="fused").samples
+        assert torch.equal(alone[0], batched[b]), f"utterance {b}"
+    reference = generate(net, conditioning[:2], speaker[:2], seeds=seeds[:2], method="torch").samples
+    assert torch.equal(reference, batched[:2])
+
+
+def test_batch_of_one_on_one_thread_equals_two_threads():
+    net = make_net(EVEN)
+    conditioning, speaker = inputs(EVEN, batch=1, steps=300)
+    two = generate(net, conditioning, speaker, seeds=[3], method="fused").samples
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = generate(net, conditioning, speaker, seeds=[3], method="fused").samples
+    finally:
+        numba.set_num_threads(previous)
+    assert torch.equal(one, two)
+
+
+def test_chunking_and_progress_do_not_change_the_samples():
+    net = make_net()
+    conditioning, speaker = inputs(TINY, batch=2, steps=333)
+    whole = generate(net, conditioning, speaker, seeds=[1, 2], method="fused").samples
+    reports = []
+    chunked = generate(net, conditioning, speaker, seeds=[1, 2], method="fused", chunk_steps=100,
+                       progress=reports.append).samples
+    assert torch.equal(whole, chunked)
+    assert reports == [100, 200, 300, 333]
+
+
+def test_seeds_make_sampling_reproducible_and_different_seeds_differ():
+    net = make_net()
+    conditioning, speaker = inputs(TINY, batch=1, steps=200)
+    a = generate(net, conditioning, speaker, seeds=[1]).samples
+    assert torch.equal(a, generate(net, conditioning, speaker, seeds=[1]).samples)
+    assert not torch.equal(a, generate(net, conditioning, speaker, seeds=[2]).samples)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(generate(net, conditioning, speaker, generator=g1).samples,
+                       generate(net, conditioning, speaker, generator=g2).samples)
+
+
+def test_inverse_cdf_sampling_follows_the_softmax():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]])
+    uniforms = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    drawn = sample_inverse_cdf(logits.expand(20000, -1), uniforms, temperature=1.0)
+    frequencies = torch.bincount(drawn, minlength=4).double() / 20000
+    assert torch.allclose(frequencies, torch.softmax(logits.double(), 1)[0], atol=0.01)
+    assert sample_inverse_cdf(logits, torch.tensor([0.5]), temperature=0.0).item() == 2
+    # Near-zero temperature concentrates on the argmax.
+    assert sample_inverse_cdf(logits, torch.tensor([0.999]), temperature=1e-3).item() == 2
+
+
+def test_model_decode_uses_the_fastest_path_and_matches_the_reference_path():
+    config = ModelConfig.preset("small")
+    config.encoder.strides = (2, 2)
+    config.decoder = EVEN
+    config.num_speakers = 3
+    torch.manual_seed(0)
+    model = VQVAE(config).eval()
+    codes = torch.randint(0, config.quantizer.num_codes, (2, 30))
+    speaker = torch.tensor([0, 2])
+    fast = model.decode(codes, speaker, generator=torch.Generator().manual_seed(1))
+    slow = model.decode(codes, speaker, generator=torch.Generator().manual_seed(1), method="torch")
+    assert fast.shape == (2, 120)
+    assert torch.equal(fast, slow)
+    assert engine.resolve_method("auto", torch.device("cpu")) == "fused"
