@@ -1,0 +1,137 @@
+"""The command line shared by the recipe scripts (``recipes/<corpus>/train.py``).
+
+A recipe is a folder with ``train.py`` (three lines calling :func:`main`) and ``conf/*.yaml``
+(complete :class:`~audio_vqvae.config.ExperimentConfig` files)::
+
+    python recipes/vctk/train.py                                   # conf/paper.yaml, corpus at the default path
+    python recipes/vctk/train.py --config recipes/vctk/conf/small.yaml --data-root /data/VCTK-Corpus-0.92
+    python recipes/vctk/train.py --demo                            # bundled demo corpus, SMALL model
+    python recipes/vctk/train.py --out runs/x train.max_steps=200 quantizer.update=grad
+    python recipes/vctk/train.py --out runs/x --resume             # continue from the newest checkpoint
+
+Overrides are dotted ``key=value`` pairs, type-checked against the config dataclasses; keys that do
+not start with ``model.``, ``data.`` or ``train.`` belong to the model (``quantizer.update=grad`` is
+``model.quantizer.update=grad``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from audio_vqvae.config import ConfigError, ExperimentConfig, apply_overrides
+from audio_vqvae.errors import AudioVQVAEError, InputError
+
+SECTIONS = ("model", "data", "train")
+
+
+def qualify_overrides(overrides: Sequence[str]) -> list[str]:
+    """Prefix ``model.`` to override keys that do not name a top-level section.
+
+    Example:
+        >>> qualify_overrides(["train.max_steps=200", "quantizer.update=grad", "num_speakers=4"])
+        ['train.max_steps=200', 'model.quantizer.update=grad', 'model.num_speakers=4']
+    """
+    qualified = []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value")
+        qualified.append(item if key.strip().split(".")[0] in SECTIONS else f"model.{item.strip()}")
+    return qualified
+
+
+def build_parser(corpus: str, recipe_dir: Path) -> argparse.ArgumentParser:
+    script = _display_path(recipe_dir / "train.py")
+    parser = argparse.ArgumentParser(
+        prog=script,
+        description=f"Train a VQ-VAE with a WaveNet decoder on {corpus} (recipe {_display_path(recipe_dir)}).",
+        epilog=f"examples:\n  python {script} --demo\n  python {script} --config {_display_path(recipe_dir / 'conf/small.yaml')} "
+               f"train.max_steps=2000\n  python {script} --out runs/{corpus} --resume\n"
+               f"  torchrun --nproc_per_node 4 {script} --out runs/{corpus}-ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"experiment YAML (default: {_display_path(recipe_dir / 'conf/paper.yaml')}, "
+                             f"or conf/demo.yaml with --demo; with --resume: the run's own config.yaml)")
+    parser.add_argument("--data-root", default=None, help="corpus folder (default: data.data_root, else the standard "
+                                                          "location under $AUDIO_VQVAE_DATA or ./data)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"run directory (default: runs/{corpus}, or runs/{corpus}-demo with --demo)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--demo", action="store_true",
+                        help="train the SMALL model on the bundled demo corpus (built and prepared on first use)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted, type-checked overrides, e.g. train.max_steps=200 quantizer.update=grad")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace, corpus: str, recipe_dir: Path) -> tuple[ExperimentConfig, Path]:
+    """The experiment config and run directory the parsed arguments ask for."""
+    run_dir = args.out or Path("runs") / (f"{corpus}-demo" if args.demo else corpus)
+    if args.config is not None:
+        config_path = args.config
+    elif args.resume and (run_dir / "config.yaml").is_file():
+        config_path = run_dir / "config.yaml"
+    else:
+        config_path = recipe_dir / "conf" / ("demo.yaml" if args.demo else "paper.yaml")
+    config = ExperimentConfig.from_yaml(config_path)
+    if args.demo:
+        config.data.corpus = "demo"
+    if args.data_root is not None:
+        config.data.data_root = str(args.data_root)
+    config = apply_overrides(config, qualify_overrides(args.overrides))
+    config.model.validate()
+    return config, run_dir
+
+
+def main(corpus: str, recipe_dir: Path, argv: Optional[Sequence[str]] = None) -> int:
+    """Run a recipe: parse arguments, resolve the config, train. Returns the exit status.
+
+    0: finished, or stopped by SIGINT/SIGTERM after writing a checkpoint; 1: non-finite loss;
+    2: bad arguments, config, corpus or run directory; 130: interrupted before training started.
+    """
+    from audio_vqvae.training.trainer import NonFiniteLossError, train
+
+    recipe_dir = Path(recipe_dir)
+    parser = build_parser(corpus, recipe_dir)
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+    try:
+        config, run_dir = resolve_config(args, corpus, recipe_dir)
+        result = train(config, run_dir, resume=args.resume, progress=not args.no_progress and rank == 0)
+    except NonFiniteLossError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except InputError as err:
+        message = str(err)
+        if "--demo" not in message and not args.demo:
+            message += f"\nTo try the whole pipeline without downloading anything: python {parser.prog} --demo"
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2
+    except (AudioVQVAEError, ConfigError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before training started (corpus preparation) or a second Ctrl-C
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    if rank == 0:
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in result.valid.items())
+        print(f"{result.status} at step {result.step}; run directory {result.run_dir}"
+              + (f"; last checkpoint {result.checkpoint}" if result.checkpoint else "")
+              + (f"\nvalidation: {summary}" if summary else "")
+              + f"\nTensorBoard: tensorboard --logdir {result.run_dir}")
+    return 0
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it (for help texts)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,155 @@
+"""Recipe smoke runs on a tiny generated corpus: the run directory, the TensorBoard event file, and a
+run interrupted by a real SIGINT that resumes with exactly the losses of an uninterrupted run."""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from audio_vqvae.checkpoint import load_model
+from audio_vqvae.training.logs import read_metrics
+from audio_vqvae.training.recipe import main as recipe_main
+from training_helpers import REPO, make_tiny_corpus, recipe_command, run_recipe, subprocess_env, tiny_overrides
+
+STEPS = 30  # 5 batches per epoch: the runs cross several epoch boundaries
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return make_tiny_corpus(root / "corpus"), root / "cache"
+
+
+@pytest.fixture(scope="module")
+def reference_run(corpus, tmp_path_factory):
+    """An uninterrupted run of STEPS steps."""
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    result = run_recipe(out, tiny_overrides(*corpus, max_steps=STEPS, audio_every=10, checkpoint_every=10))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {record["step"]: record["loss"] for record in read_metrics(run_dir / "metrics.jsonl", "train")}
+
+
+def test_run_directory_holds_config_log_metrics_events_and_checkpoints(reference_run):
+    names = {p.name for p in reference_run.iterdir()}
+    assert {"config.yaml", "speakers.json", "train.log", "metrics.jsonl", "checkpoints"} <= names
+    assert len([n for n in names if n.startswith("events.out.tfevents")]) == 1
+    checkpoints = sorted(p.name for p in (reference_run / "checkpoints").iterdir())
+    assert checkpoints == ["step-00000020.pt", "step-00000030.pt"]  # keep_checkpoints=2, no temporary files left
+    log = (reference_run / "train.log").read_text()
+    assert "samples/s" in log and "data" in log and "compute" in log and "valid step 30" in log
+    assert sorted(_losses(reference_run)) == list(range(1, STEPS + 1))
+
+    model = load_model(reference_run / "checkpoints" / "step-00000030.pt")  # self-describing, weights_only
+    assert model.config.num_speakers == 4 and model.speaker_id("spk3") == 3
+    payload = torch.load(reference_run / "checkpoints" / "step-00000030.pt", weights_only=True)
+    assert payload["step"] == STEPS
+    assert {"experiment", "optimizer", "scheduler", "rng", "epoch", "batch_in_epoch", "speakers"} <= set(payload)
+    assert "quantizer.ema_count" in payload["model"] and "quantizer.codebook" in payload["model"]
+    assert payload["experiment"]["model"]["num_speakers"] == 4
+
+
+def test_event_file_has_scalars_audio_and_images(reference_run):
+    events = EventAccumulator(str(reference_run), size_guidance={"audio": 0, "images": 0, "scalars": 0,
+                                                                 "histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    for scalar in ("train/loss", "train/reconstruction", "train/quantizer", "train/bits_per_sample",
+                   "train/perplexity", "train/codes_used", "train/learning_rate", "train/grad_norm",
+                   "time/samples_per_second", "time/data_seconds_per_step", "time/compute_seconds_per_step",
+                   "valid/bits_per_sample", "valid/perplexity", "valid/codes_used", "valid/bitrate"):
+        assert scalar in tags["scalars"], scalar
+    assert [e.step for e in events.Scalars("valid/bits_per_sample")] == [4, 8, 12, 16, 20, 24, 28, 30]
+
+    audio = tags["audio"]
+    clips = sorted({tag.split("/")[1] for tag in audio})
+    assert len(clips) == 2 and clips[0].startswith("clip0_spk") and clips[1].startswith("clip1_spk")
+    for clip in clips:
+        kinds = sorted(tag.split("/")[2] for tag in audio if tag.split("/")[1] == clip)
+        assert kinds[0] == "0_truth" and kinds[1] == "1_reconstruction"
+        assert [k[:5] for k in kinds[2:]] == ["2_as_", "3_as_"] and clip.split("_")[1] not in kinds[2] + kinds[3]
+        assert [e.step for e in events.Audio(f"audio/{clip}/0_truth")] == [0]  # ground truth once
+        assert [e.step for e in events.Audio(f"audio/{clip}/1_reconstruction")] == [10, 20, 30]
+        for kind in kinds:
+            assert f"mel/{clip}/{kind}" in tags["images"]
+    assert "codebook/usage_sorted" in tags["images"]
+    assert "valid/code_usage" in tags["histograms"]
+
+
+def test_sigint_then_resume_matches_an_uninterrupted_run(corpus, reference_run, tmp_path):
+    out = tmp_path / "interrupted"
+    overrides = tiny_overrides(*corpus, max_steps=STEPS, audio_every=10, checkpoint_every=10)
+    process = subprocess.Popen(recipe_command(out, overrides), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=subprocess_env(), cwd=str(REPO))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        metrics = out / "metrics.jsonl"
+        if metrics.exists() and metrics.read_text().count('"kind": "train"') >= 3:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-3000:]
+    stopped = max(_losses(out))
+    assert stopped < STEPS, "the run finished before the signal arrived"
+    assert "SIGINT received: stopping after step" in (out / "train.log").read_text()
+    assert (out / "checkpoints" / f"step-{stopped:08d}.pt").exists()
+    assert "Traceback" not in stderr
+
+    result = run_recipe(out, [], "--resume", config=None)  # the run's own config.yaml
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from" in (out / "train.log").read_text()
+    reference, resumed = _losses(reference_run), _losses(out)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    # Same batches, same random numbers (time-jitter, code restarts), same optimizer state: bit-identical.
+    assert resumed[stopped + 1] == reference[stopped + 1]
+    assert resumed == reference
+    final_reference = torch.load(reference_run / "checkpoints" / f"step-{STEPS:08d}.pt", weights_only=True)["model"]
+    final_resumed = torch.load(out / "checkpoints" / f"step-{STEPS:08d}.pt", weights_only=True)["model"]
+    for name, tensor in final_reference.items():
+        assert torch.equal(tensor, final_resumed[name]), name
+
+
+def test_existing_run_is_not_overwritten_without_resume(reference_run, corpus, capsys):
+    status = recipe_main("vctk", REPO / "recipes" / "vctk",
+                         ["--out", str(reference_run), "--no-progress", *tiny_overrides(*corpus)])
+    assert status == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_missing_corpus_says_where_to_get_it_and_how_to_run_the_demo(tmp_path, capsys):
+    status = recipe_main("vctk", REPO / "recipes" / "vctk",
+                         ["--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "no-such-corpus"),
+                          "--no-progress"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--demo" in err and "datashare.ed.ac.uk" in err
+
+
+def test_overrides_are_type_checked_and_model_keys_need_no_prefix(tmp_path, capsys):
+    status = recipe_main("librispeech", REPO / "recipes" / "librispeech",
+                         ["--out", str(tmp_path / "run"), "quantizer.num_codes=many"])
+    assert status == 2
+    assert "model.quantizer.num_codes: expected an integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["vctk", "librispeech"])
+@pytest.mark.parametrize("name", ["paper", "small", "demo"])
+def test_recipe_configs_are_complete(recipe, name):
+    from audio_vqvae.config import ExperimentConfig, ModelConfig
+
+    text = (REPO / "recipes" / recipe / "conf" / f"{name}.yaml").read_text()
+    config = ExperimentConfig.from_yaml(REPO / "recipes" / recipe / "conf" / f"{name}.yaml")
+    import yaml
+
+    assert set(yaml.safe_load(text)) == {"model", "data", "train"}
+    assert config.model == ModelConfig.preset("paper" if name == "paper" else "small")
+    assert config.data.corpus == ("demo" if name == "demo" else recipe)
