@@ -16,15 +16,14 @@ Example:
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
+from audio_vqvae.atomic import atomic_write
 from audio_vqvae.config import ConfigError, ModelConfig
 from audio_vqvae.errors import CheckpointError
 from audio_vqvae.model import VQVAE
@@ -35,18 +34,7 @@ VERSION = 1
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def save_checkpoint(path: Union[str, Path], model: VQVAE, extra: Optional[dict] = None) -> None:

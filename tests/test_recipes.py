@@ -1,7 +1,6 @@
 """Recipe smoke runs on a tiny generated corpus: the run directory, the TensorBoard event file, and a
 run interrupted by a real SIGINT that resumes with exactly the losses of an uninterrupted run."""
 
-import json
 import signal
 import subprocess
 import time
@@ -106,7 +105,7 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(corpus, reference_run, 
 
     result = run_recipe(out, [], "--resume", config=None)  # the run's own config.yaml
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resumed from" in (out / "train.log").read_text()
+    assert "resumed from" in (out / "train.log").read_text()
     reference, resumed = _losses(reference_run), _losses(out)
     assert sorted(resumed) == list(range(1, STEPS + 1))
     # Same batches, same random numbers (time-jitter, code restarts), same optimizer state: bit-identical.

@@ -13,12 +13,12 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from audio_vqvae.atomic import atomic_write
 from audio_vqvae.errors import InputError
 
 CACHE_FORMAT = 1
@@ -191,7 +191,4 @@ def read_json(path: Path) -> Any:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to a temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: json.dump(data, handle, ensure_ascii=False, indent=1), text=True)

@@ -45,6 +45,7 @@ from audio_vqvae.data.audio import Processed, process_file
 from audio_vqvae.data.corpora import CorpusScan, SourceUtterance, count_reasons, scan_corpus
 from audio_vqvae.data.corpus import CACHE_FORMAT, PreparedCorpus, read_json, write_json_atomic
 from audio_vqvae.data.paths import default_corpus_root, default_data_dir
+from audio_vqvae.atomic import atomic_write
 from audio_vqvae.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -211,10 +212,8 @@ def _process_chunk(task: _ChunkTask) -> list[dict]:
                          "channels": result.channels})
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
     out_path = Path(task.out_path)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, audio=audio, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-    os.replace(tmp, out_path)
+    atomic_write(out_path, lambda handle: np.savez(
+        handle, audio=audio, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)))
     return meta
 
 
@@ -432,9 +431,7 @@ def _write_log(path: Path, report: dict) -> None:
     lines += [f"rejected\t{item['path']}\t{item['reason']}" for item in report["rejected"]]
     lines += [f"warning\t{item['path']}\t{item['warning']}" for item in report["warnings"]]
     lines += [f"note\t{item['path']}\t{item['note']}" for item in report["notes"]]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write("\n".join(lines) + "\n"), text=True)
 
 
 def _log_summary(prepared: PreparedCorpus, *, skipped: bool) -> None:

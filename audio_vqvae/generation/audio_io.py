@@ -10,8 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -19,6 +17,7 @@ import numpy as np
 import soundfile
 import torch
 
+from audio_vqvae.atomic import atomic_write
 from audio_vqvae.errors import InputError
 
 
@@ -61,17 +60,3 @@ def save_audio(path: Union[str, Path], audio: torch.Tensor, sample_rate: int) ->
     data = audio.detach().cpu().float().clamp(-1.0, 1.0).numpy()
     subtype = "PCM_16" if kind in ("WAV", "FLAC", "AIFF") else None
     atomic_write(path, lambda file: soundfile.write(file, data, sample_rate, format=kind, subtype=subtype))
-
-
-def atomic_write(path: Union[str, Path], write) -> None:
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
