@@ -74,6 +74,7 @@ class FusedState:
     Attributes:
         queues: float32 array (B, slots, R): every layer's ring buffer of its last ``dilation`` inputs
             (layer l owns rows ``offsets[l]`` to ``offsets[l] + dilation_l``); zeros match causal padding.
+            For a batch run in blocks of utterances: (blocks, slots, R, LANES), the batch innermost.
         previous: int64 array (B,): the sample fed at the next step (μ-law silence at the start).
         position: steps generated so far.
     """
@@ -83,8 +84,10 @@ class FusedState:
     position: int = 0
 
     @classmethod
-    def create(cls, slots: int, batch: int, channels: int, silence: int) -> "FusedState":
-        return cls(np.zeros((batch, slots, channels), np.float32), np.full(batch, silence, np.int64))
+    def create(cls, slots: int, batch: int, channels: int, silence: int, blocks: int = 0,
+               lanes: int = 0) -> "FusedState":
+        shape = (blocks, slots, channels, lanes) if blocks else (batch, slots, channels)
+        return cls(np.zeros(shape, np.float32), np.full(batch, silence, np.int64))
 
 
 # ------------------------------------------------------------------ availability
@@ -192,9 +195,11 @@ def _kernel_bias_weights(decoder: WaveNet, speaker: torch.Tensor):
         return torch.cat([rows, rows.new_zeros(rows.shape[:-2] + (1, rows.shape[-1]))], dim=-2)[..., index, :]
 
     projection = kernel_order(torch.stack([layer.conditioning.weight[:, :, 0] for layer in decoder.layers]))  # (L, 4W, C)
-    speaker_vector = decoder.speaker_embedding(speaker)  # (B, D)
-    constant = torch.stack([layer.speaker(speaker_vector) + layer.dilated.bias for layer in decoder.layers], dim=1)  # (B, L, G)
-    constant = kernel_order(constant.unsqueeze(-1)).squeeze(-1)  # (B, L, 4W)
+    # For every speaker of the table, then picked: a product over the batch would round differently
+    # with the batch size, and a batch must give exactly the samples of its utterances one by one.
+    table = decoder.speaker_embedding.weight  # (N, D)
+    constant = torch.stack([layer.speaker(table) + layer.dilated.bias for layer in decoder.layers], dim=1)  # (N, L, G)
+    constant = kernel_order(constant[speaker].unsqueeze(-1)).squeeze(-1)  # (B, L, 4W)
     return projection.reshape(-1, projection.shape[-1]).float(), constant.reshape(constant.shape[0], -1).float()
 
 
@@ -206,18 +211,22 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     classes = decoder.quantization_channels
     weights = fused.FusedWeights.from_decoder(decoder)
     layers, _, _, width2 = weights.dilated.shape
-    state = FusedState.create(weights.queue_slots, batch, decoder.config.residual_channels, decoder.silence)
     projection, constant = _kernel_bias_weights(decoder, speaker)
+    constant_array = np.ascontiguousarray(constant.numpy())  # (B, L*4W)
     conditioning_steps = conditioning.float().transpose(1, 2)  # (B, T, C)
     samples = torch.empty(batch, steps, dtype=torch.long)
     logits_out = torch.empty(batch, classes, steps) if return_logits else None
     greedy = temperature <= 0
     inv_temperature = 0.0 if greedy else 1.0 / temperature
-    groups = min(batch, numba.get_num_threads())
+    threads = numba.get_num_threads()
+    # A batch runs in blocks of utterances, batch innermost (one kernel for any batch > 1).
+    lane_blocks = _lane_block_starts(batch, threads, fused.LANES) if batch > 1 else None
+    state = FusedState.create(weights.queue_slots, batch, decoder.config.residual_channels, decoder.silence,
+                              blocks=0 if lane_blocks is None else len(lane_blocks) - 1, lanes=fused.LANES)
     # One utterance may run on two threads that wait for each other at every layer: fast on idle cores,
     # slow when other processes hold one of them. Both kernels give identical samples, so the choice is
     # re-made per chunk from measured speed (each is tried on a short chunk first).
-    chooser = _ThreadChooser(enabled=batch == 1 and numba.get_num_threads() >= 2)
+    chooser = _ThreadChooser(enabled=batch == 1 and threads >= 2)
     start = 0
     while start < steps:
         two_threads, limit = chooser.next(chunk_steps)
@@ -225,7 +234,9 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
         length = stop - start
         began = time.perf_counter()
         # Every kernel argument is C-contiguous, so each kernel is compiled (and cached) once.
-        biases = torch.matmul(conditioning_steps[:, start:stop], projection.t()) + constant.unsqueeze(1)  # (B, T', L*4W)
+        biases = torch.matmul(conditioning_steps[:, start:stop], projection.t())  # (B, T', L*4W)
+        if lane_blocks is None:  # the lanes kernel adds the constant itself (the same float32 sum), saving a pass
+            biases += constant.unsqueeze(1)
         biases = biases.reshape(batch, length, layers, 2, width2).contiguous().numpy()
         chunk_uniforms = np.ascontiguousarray(uniforms[:, start:stop].numpy())
         chunk_teacher = (np.ascontiguousarray(teacher[:, start:stop].to(torch.long).numpy()) if teacher is not None
@@ -237,11 +248,16 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
                 *weights.arguments(), biases[0], chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
                 teacher is not None, state.queues[0], state.position, int(state.previous[0]), chunk_samples[0],
                 chunk_logits[0], return_logits)
+        elif lane_blocks is not None:
+            fused.run_lane_blocks(
+                lane_blocks, *weights.arguments(), biases, constant_array, chunk_uniforms, inv_temperature, greedy,
+                chunk_teacher, teacher is not None, state.queues, state.position, state.previous, chunk_samples,
+                chunk_logits, return_logits)
         else:
-            fused.run_groups(
-                groups, *weights.arguments(), biases, chunk_uniforms, inv_temperature, greedy, chunk_teacher,
-                teacher is not None, state.queues, state.position, state.previous, chunk_samples, chunk_logits,
-                return_logits)
+            state.previous[0] = fused.run_utterance(
+                *weights.arguments(), biases[0], chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
+                teacher is not None, state.queues[0], state.position, int(state.previous[0]), chunk_samples[0],
+                chunk_logits[0], return_logits)
         chooser.record(two_threads, length, time.perf_counter() - began)
         state.position = stop
         samples[:, start:stop] = torch.from_numpy(chunk_samples)
@@ -251,6 +267,16 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
             progress(stop)
         start = stop
     return GenerationOutput(samples=samples.to(conditioning.device), logits=logits_out)
+
+
+def _lane_block_starts(batch: int, threads: int, lanes: int) -> np.ndarray:
+    """Split a batch into blocks of at most ``lanes`` utterances, at least one block per thread: (blocks + 1,).
+
+    A block costs the same whether its lanes are full or not, so a small batch is spread over all
+    threads rather than packed into one block.
+    """
+    blocks = max(-(-batch // lanes), min(threads, batch))
+    return np.array([(batch * k) // blocks for k in range(blocks + 1)], np.int64)
 
 
 class _ThreadChooser:

@@ -2,21 +2,24 @@
 
 The PyTorch queue implementation spends nearly all of its time in operator dispatch: ~10 small ops
 per layer per sample. Here one compiled function runs the whole loop with all weights in a layout
-made for it (inputs-major, so that every inner loop is a contiguous, vectorisable AXPY), with no
-allocation per sample, a vectorisable rational tanh, and inverse-CDF sampling over a 256-entry
-scratch buffer instead of a softmax copy.
+made for it (inputs-major), with no allocation per sample, a vectorisable rational tanh, and
+inverse-CDF sampling over a 256-entry scratch buffer instead of a softmax copy. Products keep their
+partial sums in registers (explicit 8-float vectors): along the outputs for one utterance, along a
+block of 8 utterances (activations (channels, 8), batch innermost) for a batch.
 
-Arithmetic is *canonical*: every kernel (one thread, two threads on one utterance, lanes of a
-batch) sums in the same order, so a batch gives bit-identical samples to its utterances one by one.
-The gate channels are split into two blocks (one per core when two threads share an utterance); the
-residual and skip sums of each block are accumulated separately and added in a fixed order.
+Arithmetic is *canonical*: every output of every product is its initial value followed by one FMA
+per input in input order, in every kernel (one thread, two threads on one utterance, blocks of a
+batch), so a batch gives bit-identical samples to its utterances one by one. The gate channels are
+split into two blocks (one per core when two threads share an utterance); the residual and skip
+sums of each block are accumulated separately and added in a fixed order.
 
 Layouts (kernel order of the gate columns: [tanh block 0 | sigmoid block 0 | tanh block 1 | sigmoid block 1]):
     dilated   (L, 2R, G)  rows 0..R-1 see the input ``dilation`` steps ago, rows R..2R-1 the current input
     residual  (L, H, R)   skip (L, H, S)          H = G / 2, rows in the original channel order
     out1      (S, S)      out2 (S, Q)             (inputs, outputs)
     biases    (B, T, L, G) conditioning + speaker + dilated-conv bias, gate columns in kernel order
-    queues    (B, slots, R) per-layer ring buffers, layer l owns rows offsets[l] .. offsets[l] + dilation_l
+    queues    (B, slots, R) per-layer ring buffers, layer l owns rows offsets[l] .. offsets[l] + dilation_l;
+              (blocks, slots, R, 8) for blocks of utterances
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, models, register_model
 
 
 def _jit(**options):
@@ -182,10 +185,20 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
     first_block = thread if threads == 2 else 0
     last_block = thread + 1 if threads == 2 else 2
 
+    gates = 2 * width2
+    flat_dilated = dilated.reshape(-1)
+    flat_residual = residual.reshape(-1)
+    flat_skip = skip.reshape(-1)
+    flat_out1 = out1.reshape(-1)
+    flat_out2 = out2.reshape(-1)
+    flat_parts = parts.reshape(-1)
+    flat_hidden = hidden.reshape(-1)
     inputs = np.empty(2 * channels, np.float32)  # [input dilation steps ago | current input]
+    rectified = np.empty(2 * half_hidden, np.float32)
     pre = np.empty(width2, np.float32)
     gated = np.empty(width, np.float32)
     skips = np.empty((2, skip_channels), np.float32)  # per gate block
+    flat_skips = skips.reshape(-1)
     activation = np.empty(skip_channels, np.float32)
     cdf = np.empty(2 * half_classes, np.float64)
     flat_logits = logits.reshape(2 * half_classes)
@@ -205,20 +218,17 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
             for block in range(first_block, last_block):
                 for g in range(width2):
                     pre[g] = biases[t, layer, block, g]
-                for i in range(channels2):
-                    value = inputs[i]
-                    for g in range(width2):
-                        pre[g] += value * dilated[layer, i, block, g]
+                _row_product(inputs, 0, channels2, flat_dilated, layer * channels2 * gates + block * width2, gates,
+                             width2, pre, 0)
                 for h in range(width):
                     gated[h] = _gated(pre[h], pre[width + h])
                 for r in range(channels):
                     parts[parity, block, r] = _ZERO
-                for h in range(width):
-                    value = gated[h]
-                    for r in range(channels):
-                        parts[parity, block, r] += value * residual[layer, block, h, r]
-                    for s in range(skip_channels):
-                        skips[block, s] += value * skip[layer, block, h, s]
+                matrix = (layer * 2 + block) * width
+                _row_product(gated, 0, width, flat_residual, matrix * channels, channels, channels, flat_parts,
+                             (parity * 2 + block) * channels)
+                _row_product(gated, 0, width, flat_skip, matrix * skip_channels, skip_channels, skip_channels,
+                             flat_skips, block * skip_channels)
             if threads == 2:
                 count += 1
                 _barrier(flags, thread, count)
@@ -241,21 +251,18 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
         for part in range(first_block, last_block):
             for s in range(half_hidden):
                 hidden[part, s] = out1_bias[part, s]
-            for i in range(skip_channels):
-                value = activation[i]
-                for s in range(half_hidden):
-                    hidden[part, s] += value * out1[i, part, s]
+            _row_product(activation, 0, skip_channels, flat_out1, part * half_hidden, 2 * half_hidden, half_hidden,
+                         flat_hidden, part * half_hidden)
         if threads == 2:
             count += 1
             _barrier(flags, thread, count)
+        for k in range(2 * half_hidden):
+            rectified[k] = max(flat_hidden[k], _ZERO)
         for part in range(first_block, last_block):
             for q in range(half_classes):
                 logits[part, q] = out2_bias[part, q]
-            for source in range(2):
-                for i in range(half_hidden):
-                    value = max(hidden[source, i], _ZERO)
-                    for q in range(half_classes):
-                        logits[part, q] += value * out2[source, i, part, q]
+            _row_product(rectified, 0, 2 * half_hidden, flat_out2, part * half_classes, 2 * half_classes, half_classes,
+                         flat_logits, part * half_classes)
         if threads == 2:
             count += 1
             _barrier(flags, thread, count)
@@ -285,8 +292,13 @@ def _shared_buffers(residual, skip, out1, out2):
 def run_utterance_two_threads(dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
                               out2_bias, dilations, offsets, biases, uniforms, inv_temperature, greedy,
                               teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
-    """One utterance on two threads; arrays as :func:`run_utterances` with the batch axis dropped.
-    Needs two numba threads (the threads wait for each other). Returns the sample to feed next."""
+    """One utterance on two threads (which wait for each other: needs two numba threads).
+
+    Args: biases (T, L, 2, 2W) float32 (conditioning and constant part), uniforms (T,) float64, teacher
+    (T,) int64, queues (slots, R) float32 (the state, updated in place), previous (the sample fed
+    first), samples (T,) int64 and logits_out (T, Q) float32 (written; logits only if ``save_logits``).
+    Returns the sample to feed next.
+    """
     flags = np.zeros(2 * _FLAG_STRIDE, np.int64)
     parts, skips, hidden, logits = _shared_buffers(residual, skip, out1, out2)
     second_queues = queues.copy()
@@ -301,137 +313,324 @@ def run_utterance_two_threads(dilated, residual, residual_bias, skip, skip_bias,
     return last[0]
 
 
-# ------------------------------------------------------------------ several utterances in lock step on each thread
+@_jit(fastmath=FASTMATH, nogil=True)
+def run_utterance(dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias,
+                  dilations, offsets, biases, uniforms, inv_temperature, greedy,
+                  teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+    """One utterance on one thread; arguments as :func:`run_utterance_two_threads`."""
+    flags = np.zeros(1, np.int64)
+    parts, skips, hidden, logits = _shared_buffers(residual, skip, out1, out2)
+    return _utterance_worker(0, 1, flags, parts, skips, hidden, logits, dilated, residual, residual_bias, skip,
+                             skip_bias, embedding, out1, out1_bias, out2, out2_bias, dilations, offsets, biases,
+                             uniforms, inv_temperature, greedy, teacher, use_teacher, queues, position, previous,
+                             samples, logits_out, save_logits)
+
+
+# ------------------------------------------------------------------ blocks of 8 utterances, batch innermost
+#
+# A batch runs in blocks of LANES utterances whose activations are laid out (channels, LANES): one
+# AVX2 register holds one channel of the whole block. A product then loads each weight once,
+# broadcasts it and FMAs it into the accumulators of TILE output channels held in registers, so the
+# weights are read once per block and step instead of once per utterance. The explicit vector type
+# below makes those accumulators SSA values (LLVM keeps them in registers); numba arrays could alias,
+# so plain loops would reload and store them at every input. Each output is still ``init`` followed
+# by one FMA per input in input order: the canonical sum of the kernels above, so lanes and
+# utterances alone give bit-identical results.
+
+LANES = 8  # utterances per block: one AVX2 register of float32
+TILE = 8  # output channels per register tile: 8 independent FMA chains hide the FMA latency
+_VECTOR = ir.VectorType(ir.FloatType(), LANES)
+
+
+class _LaneVectorType(types.Type):
+    def __init__(self):
+        super().__init__(name=f"LaneVector{LANES}xf32")
+
+
+_lane_vector = _LaneVectorType()
+
+
+@register_model(_LaneVectorType)
+class _LaneVectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VECTOR)
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    view = context.make_array(array_type)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, array_type, view, [index], wraparound=False)
+
+
+@intrinsic
+def _vector_load(typingctx, array, index):
+    """``array[index : index + LANES]`` of a 1-d float32 array as one vector (no bounds check)."""
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load(builder.bitcast(pointer, _VECTOR.as_pointer()), align=4)
+    return _lane_vector(array, index), codegen
+
+
+@intrinsic
+def _vector_store(typingctx, array, index, vector):
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        builder.store(args[2], builder.bitcast(pointer, _VECTOR.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return types.void(array, index, vector), codegen
+
+
+@intrinsic
+def _vector_broadcast(typingctx, array, index):
+    """``array[index]`` in every lane (no bounds check)."""
+    def codegen(context, builder, signature, args):
+        value = builder.load(_element_pointer(context, builder, signature.args[0], args[0], args[1]), align=4)
+        vector = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        return builder.shuffle_vector(vector, ir.Constant(_VECTOR, ir.Undefined), mask)
+    return _lane_vector(array, index), codegen
+
+
+@intrinsic
+def _vector_fma(typingctx, a, b, c):
+    """a * b + c rounded once: the same operation 'contract' makes of ``c += a * b`` in the scalar kernels."""
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
+                                                  f"llvm.fma.v{LANES}f32")
+        return builder.call(function, args)
+    return _lane_vector(_lane_vector, _lane_vector, _lane_vector), codegen
+
+
+@njit(fastmath=FASTMATH)  # a call, not numba-inlined: keeps the compile of the kernels short
+def _lanes_product(x, x_start, inputs, weights, w_start, outputs, out, out_start):
+    """out[o] += sum_i x[i] * weights[i, o] for lane vectors, i in input order.
+
+    x: (inputs, LANES) from flat index ``x_start``; weights: (inputs, outputs) row-major from
+    ``w_start``; out: (outputs, LANES) from ``out_start``, holding the initial value.
+    """
+    o = 0
+    while o + TILE <= outputs:
+        at = out_start + o * LANES
+        a0 = _vector_load(out, at)
+        a1 = _vector_load(out, at + LANES)
+        a2 = _vector_load(out, at + 2 * LANES)
+        a3 = _vector_load(out, at + 3 * LANES)
+        a4 = _vector_load(out, at + 4 * LANES)
+        a5 = _vector_load(out, at + 5 * LANES)
+        a6 = _vector_load(out, at + 6 * LANES)
+        a7 = _vector_load(out, at + 7 * LANES)
+        w = w_start + o
+        for i in range(inputs):
+            value = _vector_load(x, x_start + i * LANES)
+            a0 = _vector_fma(value, _vector_broadcast(weights, w), a0)
+            a1 = _vector_fma(value, _vector_broadcast(weights, w + 1), a1)
+            a2 = _vector_fma(value, _vector_broadcast(weights, w + 2), a2)
+            a3 = _vector_fma(value, _vector_broadcast(weights, w + 3), a3)
+            a4 = _vector_fma(value, _vector_broadcast(weights, w + 4), a4)
+            a5 = _vector_fma(value, _vector_broadcast(weights, w + 5), a5)
+            a6 = _vector_fma(value, _vector_broadcast(weights, w + 6), a6)
+            a7 = _vector_fma(value, _vector_broadcast(weights, w + 7), a7)
+            w += outputs
+        _vector_store(out, at, a0)
+        _vector_store(out, at + LANES, a1)
+        _vector_store(out, at + 2 * LANES, a2)
+        _vector_store(out, at + 3 * LANES, a3)
+        _vector_store(out, at + 4 * LANES, a4)
+        _vector_store(out, at + 5 * LANES, a5)
+        _vector_store(out, at + 6 * LANES, a6)
+        _vector_store(out, at + 7 * LANES, a7)
+        o += TILE
+    while o < outputs:  # shapes that are not a multiple of TILE
+        at = out_start + o * LANES
+        a0 = _vector_load(out, at)
+        w = w_start + o
+        for i in range(inputs):
+            a0 = _vector_fma(_vector_load(x, x_start + i * LANES), _vector_broadcast(weights, w), a0)
+            w += outputs
+        _vector_store(out, at, a0)
+        o += 1
+
+
+@intrinsic
+def _scalar_fma(typingctx, a, b, c):
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.FloatType(), [ir.FloatType()] * 3),
+                                                  "llvm.fma.f32")
+        return builder.call(function, args)
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@njit(fastmath=FASTMATH)  # a call, not numba-inlined: keeps the compile of the kernels short
+def _row_product(x, x_start, inputs, weights, w_start, stride, outputs, out, out_start):
+    """out[o] += sum_i x[i] * weights[i, o] for one utterance, i in input order (the canonical sum).
+
+    Vectors run along the outputs, 4 of them held in registers across the inputs, so each partial sum
+    stays in a register instead of being loaded and stored once per input. x: (inputs,) from
+    ``x_start``; weights: rows of ``stride`` floats from ``w_start``; out: (outputs,) from ``out_start``.
+    """
+    o = 0
+    while o + 4 * LANES <= outputs:
+        at = out_start + o
+        a0 = _vector_load(out, at)
+        a1 = _vector_load(out, at + LANES)
+        a2 = _vector_load(out, at + 2 * LANES)
+        a3 = _vector_load(out, at + 3 * LANES)
+        w = w_start + o
+        for i in range(inputs):
+            value = _vector_broadcast(x, x_start + i)
+            a0 = _vector_fma(value, _vector_load(weights, w), a0)
+            a1 = _vector_fma(value, _vector_load(weights, w + LANES), a1)
+            a2 = _vector_fma(value, _vector_load(weights, w + 2 * LANES), a2)
+            a3 = _vector_fma(value, _vector_load(weights, w + 3 * LANES), a3)
+            w += stride
+        _vector_store(out, at, a0)
+        _vector_store(out, at + LANES, a1)
+        _vector_store(out, at + 2 * LANES, a2)
+        _vector_store(out, at + 3 * LANES, a3)
+        o += 4 * LANES
+    while o + LANES <= outputs:
+        at = out_start + o
+        a0 = _vector_load(out, at)
+        w = w_start + o
+        for i in range(inputs):
+            a0 = _vector_fma(_vector_broadcast(x, x_start + i), _vector_load(weights, w), a0)
+            w += stride
+        _vector_store(out, at, a0)
+        o += LANES
+    while o < outputs:
+        total = out[out_start + o]
+        w = w_start + o
+        for i in range(inputs):
+            total = _scalar_fma(x[x_start + i], weights[w], total)
+            w += stride
+        out[out_start + o] = total
+        o += 1
 
 
 @njit(fastmath=FASTMATH, nogil=True)
-def _group_worker(lanes, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
-                  out2_bias, dilations, offsets, biases, uniforms, inv_temperature, greedy,
-                  teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
-    """``_utterance_worker`` on one thread for ``lanes`` utterances in lock step, with the same arithmetic.
-
-    The lane loop sits between the input loop and the output loop of every product, so each weight row
-    is fetched from far memory once and reused from L1 for all lanes.
-    """
+def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias,
+                       out2, out2_bias, dilations, offsets, biases, constant, uniforms, inv_temperature, greedy,
+                       teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+    """Utterances ``first .. first + count - 1`` (count <= LANES) as one block of lanes; lanes past
+    ``count`` compute on zeros and are never read. ``queues`` is this block's (slots, R, LANES) state."""
     layers, channels2, _, width2 = dilated.shape
     channels = channels2 // 2
     width = width2 // 2
-    skip_channels = skip.shape[3]
-    half_hidden = out1.shape[2]
-    half_classes = out2.shape[3]
-    classes = logits_out.shape[2]
     gates = 2 * width2
-    all_dilated = dilated.reshape((layers, channels2, gates))
-    all_biases = biases.reshape((lanes, biases.shape[1], layers, gates))
-    inputs = np.empty((lanes, channels2), np.float32)
-    pre3 = np.empty((lanes, 2, width2), np.float32)
-    pre = pre3.reshape((lanes, gates))
-    gated = np.empty((lanes, width), np.float32)
-    parts = np.empty((lanes, 2, channels), np.float32)
-    skips = np.empty((lanes, 2, skip_channels), np.float32)
-    activation = np.empty((lanes, skip_channels), np.float32)
-    hidden = np.empty((lanes, 2, half_hidden), np.float32)
-    logits = np.empty((lanes, 2, half_classes), np.float32)
-    cdf = np.empty(2 * half_classes, np.float64)
-    current = np.empty(lanes, np.int64)
-    for b in range(lanes):
-        current[b] = previous[b]
-    for t in range(biases.shape[1]):
+    skip_channels = skip.shape[3]
+    hidden_size = 2 * out1.shape[2]
+    class_size = 2 * out2.shape[3]
+    classes = logits_out.shape[2]
+    flat_dilated = dilated.reshape(-1)
+    flat_residual = residual.reshape(-1)
+    flat_skip = skip.reshape(-1)
+    flat_out1 = out1.reshape(-1)
+    flat_out2 = out2.reshape(-1)
+    flat_out1_bias = out1_bias.reshape(-1)
+    flat_out2_bias = out2_bias.reshape(-1)
+    flat_queues = queues.reshape(-1)
+    steps = biases.shape[1]
+    step_biases = biases.reshape((biases.shape[0], steps, layers * gates))
+    lane_row = channels * LANES  # one queue slot
+
+    inputs = np.zeros(channels2 * LANES, np.float32)  # (2R, LANES): [input dilation steps ago | current input]
+    pre = np.zeros(gates * LANES, np.float32)  # (4W, LANES), gate columns in kernel order
+    gated = np.empty(width2 * LANES, np.float32)  # (2, W, LANES): gate block, pair
+    parts = np.empty(2 * channels * LANES, np.float32)  # (2, R, LANES)
+    skips = np.empty(2 * skip_channels * LANES, np.float32)  # (2, S, LANES)
+    activation = np.empty(skip_channels * LANES, np.float32)
+    hidden = np.empty(hidden_size * LANES, np.float32)
+    logits = np.empty(class_size * LANES, np.float32)
+    lane_logits = np.empty(class_size, np.float32)
+    cdf = np.empty(class_size, np.float64)
+    current = np.zeros(LANES, np.int64)
+    for b in range(count):
+        current[b] = previous[first + b]
+    for t in range(steps):
         step = position + t
-        for b in range(lanes):
-            for r in range(channels):
-                inputs[b, channels + r] = embedding[current[b], r]
+        for r in range(channels):
+            for b in range(LANES):
+                inputs[lane_row + r * LANES + b] = embedding[current[b], r]
         skips[:] = _ZERO
         for layer in range(layers):
-            slot = offsets[layer] + step % dilations[layer]
-            for b in range(lanes):
-                for r in range(channels):
-                    inputs[b, r] = queues[b, slot, r]
-                    queues[b, slot, r] = inputs[b, channels + r]
-            # Both gate blocks in one pass (long inner loops); per output the same sum as block by block.
-            for b in range(lanes):
+            slot = (offsets[layer] + step % dilations[layer]) * lane_row
+            for k in range(lane_row):
+                inputs[k] = flat_queues[slot + k]
+                flat_queues[slot + k] = inputs[lane_row + k]
+            layer_biases = layer * gates
+            for b in range(count):  # (utterance, gate) -> (gate, lane)
                 for g in range(gates):
-                    pre[b, g] = all_biases[b, t, layer, g]
-            for i in range(channels2):
-                for b in range(lanes):
-                    value = inputs[b, i]
-                    for g in range(gates):
-                        pre[b, g] += value * all_dilated[layer, i, g]
+                    pre[g * LANES + b] = step_biases[first + b, t, layer_biases + g] + constant[first + b,
+                                                                                                layer_biases + g]
+            for b in range(count, LANES):
+                for g in range(gates):
+                    pre[g * LANES + b] = _ZERO
+            _lanes_product(inputs, 0, channels2, flat_dilated, layer * channels2 * gates, gates, pre, 0)
             for block in range(2):
-                for b in range(lanes):
-                    for h in range(width):
-                        gated[b, h] = _gated(pre3[b, block, h], pre3[b, block, width + h])
-                    for r in range(channels):
-                        parts[b, block, r] = _ZERO
-                for h in range(width):
-                    for b in range(lanes):
-                        value = gated[b, h]
-                        for r in range(channels):
-                            parts[b, block, r] += value * residual[layer, block, h, r]
-                        for s in range(skip_channels):
-                            skips[b, block, s] += value * skip[layer, block, h, s]
-            for b in range(lanes):
-                for r in range(channels):
-                    value = inputs[b, channels + r] + residual_bias[layer, r]
-                    value = value + parts[b, 0, r]
-                    value = value + parts[b, 1, r]
-                    inputs[b, channels + r] = value * _SQRT_HALF
-        for b in range(lanes):
-            for s in range(skip_channels):
-                value = skip_bias[s] + skips[b, 0, s]
-                value = value + skips[b, 1, s]
-                activation[b, s] = max(value, _ZERO)
-            for part in range(2):
-                for s in range(half_hidden):
-                    hidden[b, part, s] = out1_bias[part, s]
-        for part in range(2):
-            for i in range(skip_channels):
-                for b in range(lanes):
-                    value = activation[b, i]
-                    for s in range(half_hidden):
-                        hidden[b, part, s] += value * out1[i, part, s]
-        for b in range(lanes):
-            for part in range(2):
-                for q in range(half_classes):
-                    logits[b, part, q] = out2_bias[part, q]
-        for part in range(2):
-            for source in range(2):
-                for i in range(half_hidden):
-                    for b in range(lanes):
-                        value = max(hidden[b, source, i], _ZERO)
-                        for q in range(half_classes):
-                            logits[b, part, q] += value * out2[source, i, part, q]
-        for b in range(lanes):
-            flat_logits = logits[b].reshape(2 * half_classes)
+                source = block * width2 * LANES
+                for k in range(width * LANES):
+                    gated[block * width * LANES + k] = _gated(pre[source + k], pre[source + width * LANES + k])
+            parts[:] = _ZERO
+            for block in range(2):
+                matrix = (layer * 2 + block) * width
+                _lanes_product(gated, block * width * LANES, width, flat_residual, matrix * channels, channels,
+                               parts, block * lane_row)
+                _lanes_product(gated, block * width * LANES, width, flat_skip, matrix * skip_channels, skip_channels,
+                               skips, block * skip_channels * LANES)
+            for r in range(channels):
+                bias = residual_bias[layer, r]
+                for b in range(LANES):
+                    k = r * LANES + b
+                    value = inputs[lane_row + k] + bias
+                    value = value + parts[k]
+                    value = value + parts[lane_row + k]
+                    inputs[lane_row + k] = value * _SQRT_HALF
+        # Output network (ReLU, 1x1, ReLU, 1x1).
+        for s in range(skip_channels):
+            bias = skip_bias[s]
+            for b in range(LANES):
+                k = s * LANES + b
+                value = bias + skips[k]
+                value = value + skips[skip_channels * LANES + k]
+                activation[k] = max(value, _ZERO)
+        for s in range(hidden_size):
+            for b in range(LANES):
+                hidden[s * LANES + b] = flat_out1_bias[s]
+        _lanes_product(activation, 0, skip_channels, flat_out1, 0, hidden_size, hidden, 0)
+        for k in range(hidden_size * LANES):
+            hidden[k] = max(hidden[k], _ZERO)
+        for q in range(class_size):
+            for b in range(LANES):
+                logits[q * LANES + b] = flat_out2_bias[q]
+        _lanes_product(hidden, 0, hidden_size, flat_out2, 0, class_size, logits, 0)
+        for b in range(count):
+            for q in range(class_size):
+                lane_logits[q] = logits[q * LANES + b]
             if save_logits:
                 for q in range(classes):
-                    logits_out[b, t, q] = flat_logits[q]
-            drawn = _sample(flat_logits, cdf, uniforms[b, t], inv_temperature, greedy)
-            samples[b, t] = drawn
-            current[b] = teacher[b, t] if use_teacher else drawn
-    for b in range(lanes):
-        previous[b] = current[b]
+                    logits_out[first + b, t, q] = lane_logits[q]
+            drawn = _sample(lane_logits, cdf, uniforms[first + b, t], inv_temperature, greedy)
+            samples[first + b, t] = drawn
+            current[b] = teacher[first + b, t] if use_teacher else drawn
+    for b in range(count):
+        previous[first + b] = current[b]
 
 
 @_jit(parallel=True, fastmath=FASTMATH, nogil=True)
-def run_groups(groups, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias,
-               dilations, offsets, biases, uniforms, inv_temperature, greedy,
-               teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
-    """B utterances in ``groups`` contiguous groups run in lock step, one group per thread.
+def run_lane_blocks(starts, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
+                    out2_bias, dilations, offsets, biases, constant, uniforms, inv_temperature, greedy,
+                    teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+    """B utterances in blocks of at most LANES, block k = utterances ``starts[k] .. starts[k+1] - 1``,
+    blocks spread over the threads (which never wait for each other).
 
-    Args (batch axis first): biases (B, T, L, 2, 2W) float32, uniforms (B, T) float64, teacher (B, T) int64,
-    queues (B, slots, R) float32 and previous (B,) int64 (the state, updated in place), samples (B, T) int64
-    and logits_out (B, T, Q) float32 (written; logits only if ``save_logits``).
+    Args (batch axis first): as :func:`run_utterance_two_threads` with a batch axis (previous (B,) is
+    updated in place), except that biases (B, T, L, 2, 2W) hold the conditioning part only (the kernel
+    adds ``constant`` (B, L * 4W), the same float32 sum) and queues are (blocks, slots, R, LANES).
     """
-    batch = biases.shape[0]
-    for group in prange(groups):
-        start = (batch * group) // groups
-        stop = (batch * (group + 1)) // groups
-        if stop > start:
-            _group_worker(stop - start, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias,
-                          out2, out2_bias, dilations, offsets, biases[start:stop], uniforms[start:stop],
-                          inv_temperature, greedy, teacher[start:stop], use_teacher, queues[start:stop], position,
-                          previous[start:stop], samples[start:stop], logits_out[start:stop], save_logits)
+    for block in prange(starts.shape[0] - 1):
+        _lane_block_worker(starts[block], starts[block + 1] - starts[block], dilated, residual, residual_bias,
+                           skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias, dilations, offsets, biases,
+                           constant, uniforms, inv_temperature, greedy, teacher, use_teacher, queues[block], position,
+                           previous, samples, logits_out, save_logits)
 
 
 # ------------------------------------------------------------------ weights in kernel layout
