@@ -64,12 +64,13 @@ def test_fused_and_pytorch_paths_give_the_same_samples_with_the_same_seeds(tempe
     assert (fused.logits - reference.logits).abs().max().item() <= 1e-4
 
 
-def test_a_batch_gives_the_same_samples_as_its_utterances_one_by_one():
+@pytest.mark.parametrize("batch", [5, 19], ids=["one-block", "three-blocks"])
+def test_a_batch_gives_the_same_samples_as_its_utterances_one_by_one(batch):
     net = make_net()
-    conditioning, speaker = inputs(TINY, batch=5, steps=500)
-    seeds = [11, 12, 13, 14, 15]
+    conditioning, speaker = inputs(TINY, batch=batch, steps=500 if batch < 8 else 150)
+    seeds = [11 + b for b in range(batch)]
     batched = generate(net, conditioning, speaker, seeds=seeds, method="fused").samples
-    for b in range(5):  # batch 1 runs the two-thread kernel, the batch the lock-step lanes kernel
+    for b in range(batch):  # batch 1 runs the one-utterance kernel, a batch the 8-utterance block kernel
         alone = generate(net, conditioning[b:b + 1], speaker[b:b + 1], seeds=[seeds[b]], method="fused").samples
         assert torch.equal(alone[0], batched[b]), f"utterance {b}"
     reference = generate(net, conditioning[:2], speaker[:2], seeds=seeds[:2], method="torch").samples
