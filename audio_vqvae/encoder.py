@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.distributed as dist
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audio_vqvae.config import EncoderConfig
+from audio_vqvae.mulaw import mu_law_compress
 
 
 class ResidualBlock(nn.Module):
@@ -119,6 +119,5 @@ class Encoder(nn.Module):
         if audio.shape[-1] < self.hop_length:
             raise ValueError(f"Encoder needs at least hop_length={self.hop_length} samples, got {audio.shape[-1]}")
         # μ-law companding (continuous, not quantised) lifts quiet speech to a usable amplitude.
-        companded = torch.sign(audio) * torch.log1p(255 * audio.abs().clamp(max=1)) / math.log(256)
-        latents = self.output(self.layers(companded))  # (B, D, T // hop)
+        latents = self.output(self.layers(mu_law_compress(audio)))  # (B, D, T // hop)
         return self.norm(latents)

@@ -83,7 +83,7 @@ class VQVAE(nn.Module):
         for entry in self.speakers:
             if entry["name"] == name:
                 return int(entry["id"])
-        raise KeyError(f"unknown speaker {name!r}; known: {', '.join(e['name'] for e in self.speakers)}")
+        raise KeyError(f"unknown speaker {name!r}; known speakers: {', '.join(e['name'] for e in self.speakers)}")
 
     def _check_audio(self, audio: torch.Tensor) -> None:
         if audio.dim() != 2:

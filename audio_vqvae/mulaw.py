@@ -16,6 +16,13 @@ import math
 import torch
 
 
+def mu_law_compress(audio: torch.Tensor, quantization_channels: int = 256) -> torch.Tensor:
+    """Continuous μ-law companding, Tensor[...] in [-1, 1] -> Tensor[...] in [-1, 1] (values outside are clipped)."""
+    mu = quantization_channels - 1
+    audio = audio.clamp(-1.0, 1.0)
+    return torch.sign(audio) * torch.log1p(mu * audio.abs()) / math.log1p(mu)
+
+
 def mu_law_encode(audio: torch.Tensor, quantization_channels: int = 256) -> torch.Tensor:
     """Map audio in [-1, 1] to integer classes in [0, quantization_channels).
 
@@ -27,9 +34,7 @@ def mu_law_encode(audio: torch.Tensor, quantization_channels: int = 256) -> torc
         LongTensor[...] of classes.
     """
     mu = quantization_channels - 1
-    audio = audio.clamp(-1.0, 1.0)
-    companded = torch.sign(audio) * torch.log1p(mu * audio.abs()) / math.log1p(mu)
-    return ((companded + 1) / 2 * mu + 0.5).long()
+    return ((mu_law_compress(audio, quantization_channels) + 1) / 2 * mu + 0.5).long()
 
 
 def mu_law_decode(classes: torch.Tensor, quantization_channels: int = 256) -> torch.Tensor:

@@ -39,11 +39,10 @@ def resolve_speakers(model, names: str) -> list[tuple[str, int]]:
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     if not wanted:
         raise InputError("--speaker is empty")
-    known = speaker_names(model)
-    for name in wanted:
-        if name not in known:
-            raise InputError(f"unknown speaker {name!r}; known speakers: {', '.join(known)}")
-    return [(name, model.speaker_id(name)) for name in wanted]
+    try:
+        return [(name, model.speaker_id(name)) for name in wanted]
+    except KeyError as err:  # the model's message names the known speakers
+        raise InputError(err.args[0]) from None
 
 
 def speaker_from_file_name(model, path: Path) -> Optional[str]:
