@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from audio_vqvae.config import WaveNetConfig
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
-from audio_vqvae.wavenet import WaveNet
+from audio_vqvae.wavenet import WaveNet, ordinal_embedding_
 
 TINY = WaveNetConfig(stacks=2, layers_per_stack=4, residual_channels=8, gate_channels=12, skip_channels=10,
                      conditioning_channels=6, speaker_dim=5)
@@ -110,3 +110,17 @@ def test_mu_law_round_trip_within_quantisation_error():
     step_size = (torch.expm1((companded.abs() + 1 / 255) * torch.log1p(torch.tensor(255.0))) / 255 - audio.abs())
     assert torch.all((decoded - audio).abs() <= step_size.abs() + 1e-6)
     assert torch.equal(mu_law_encode(mu_law_decode(torch.arange(256))), torch.arange(256))
+
+
+def test_ordinal_embedding_starts_neighbouring_classes_close():
+    torch.manual_seed(0)
+    weight = ordinal_embedding_(torch.empty(256, 64))
+    assert weight.var().item() == pytest.approx(1.0, abs=0.15)  # the scale of the default N(0, 1) embedding
+    distance = lambda a, b: (weight[a] - weight[b]).norm().item()  # noqa: E731
+    # Distances grow with the amplitude difference: 128 is nearer to 129 than to 136, nearer to 136 than to 255.
+    assert distance(128, 129) < distance(128, 136) < distance(128, 255)
+    assert distance(0, 1) < 0.2 * distance(0, 128)
+    # The decoder's embedding starts this way (and is still a learned parameter).
+    net = WaveNet(TINY, num_speakers=1, code_dim=4, upsample_factors=(2,))
+    rows = net.input_embedding.weight
+    assert rows.requires_grad and (rows[128] - rows[129]).norm() < (rows[128] - rows[255]).norm()
