@@ -77,7 +77,12 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
 
 def load_model(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> VQVAE:
     """Rebuild a :class:`VQVAE` in eval mode from a checkpoint file alone."""
-    payload = load_checkpoint(path, map_location)
+    return model_from_checkpoint(load_checkpoint(path, map_location), path, map_location)
+
+
+def model_from_checkpoint(payload: dict, path: Union[str, Path],
+                          map_location: Union[str, torch.device] = "cpu") -> VQVAE:
+    """Rebuild a :class:`VQVAE` in eval mode from what :func:`load_checkpoint` read from ``path``."""
     try:
         config = ModelConfig.from_dict(payload["config"], where=f"{path}: config")
         model = VQVAE(config, speakers=payload["speakers"])

@@ -17,6 +17,7 @@ from audio_vqvae.errors import AudioVQVAEError
 COMMAND_MODULES = (
     "audio_vqvae.data.cli",        # prepare, demo-corpus
     "audio_vqvae.generation.cli",  # reconstruct, convert, encode, decode, speakers, bench
+    "audio_vqvae.evaluation.cli",  # evaluate
 )
 
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audio-vqvae",
         description="VQ-VAE with a WaveNet decoder: prepare corpora, encode speech to codes, "
-                    "reconstruct it and convert it to other speakers' voices.")
+                    "reconstruct it, convert it to other speakers' voices and evaluate a model.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

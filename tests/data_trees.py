@@ -193,3 +193,20 @@ def folders(tmp: Path, name: str = "mine") -> Tree:
     write(root / "erin" / "e1.wav", np.zeros((0, 1), np.float32), 16000)  # a valid header, no frames
     tree.rejected["erin/e1.wav"] = "no audio samples"
     return tree
+
+
+def parallel_vctk(tmp: Path, speakers: list[str], sentences: int, *, rate: int = 16000, seconds: float = 0.6) -> Path:
+    """A parallel corpus in the VCTK 0.92 layout: every speaker reads sentences 001.. with the same transcript.
+
+    Returns the root to pass as ``data_root``.
+    """
+    base = tmp / "VCTK-Corpus-0.92"
+    info = ["ID  AGE  GENDER  ACCENTS  REGION"] + [f"{speaker}  25  F  English  Nowhere" for speaker in speakers]
+    plant(base / "speaker-info.txt", ("\n".join(info) + "\n").encode())
+    for k, speaker in enumerate(speakers):
+        for n in range(1, sentences + 1):
+            name = f"{speaker}_{n:03d}"
+            write(base / "wav48_silence_trimmed" / speaker / f"{name}_mic1.flac",
+                  speech_like(seconds, rate, seed=100 * k + n), rate)
+            plant(base / "txt" / speaker / f"{name}.txt", f"Sentence number {n}, read by everyone.\n".encode())
+    return tmp

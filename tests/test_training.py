@@ -18,13 +18,7 @@ from audio_vqvae.training.trainer import _get_rng_state, _set_rng_state, list_ch
 from training_helpers import REPO, make_tiny_corpus, tiny_overrides
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny model gains nothing from two threads, which crawl when the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

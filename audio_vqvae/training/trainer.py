@@ -43,6 +43,7 @@ from tqdm import tqdm
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.config import ExperimentConfig
 from audio_vqvae.errors import AudioVQVAEError, CheckpointError, InputError
+from audio_vqvae.evaluation.metrics import code_statistics
 from audio_vqvae.model import VQVAE
 from audio_vqvae.training.distributed import (DistributedContext, any_rank, barrier, gather_objects, init_distributed,
                                               mean_over_ranks, shutdown_distributed)
@@ -461,12 +462,9 @@ class Trainer:
                 samples += audio.numel()
                 counts += torch.bincount(out.codes.flatten().cpu(), minlength=counts.numel())
         model.train()
-        probabilities = counts.double() / counts.sum().clamp(min=1)
-        entropy_bits = max(0.0, float(-(probabilities * torch.log2(probabilities.clamp(min=1e-30))).sum()))
-        frame_rate = model.config.frame_rate
-        metrics = {"bits_per_sample": nats / max(samples, 1) / math.log(2), "perplexity": 2.0 ** entropy_bits,
-                   "codes_used": int((counts > 0).sum()), "bitrate": frame_rate * entropy_bits,
-                   "bitrate_max": frame_rate * math.log2(counts.numel())}
+        usage = code_statistics(counts.numpy(), model.config.frame_rate)
+        metrics = {"bits_per_sample": nats / max(samples, 1) / math.log(2), "perplexity": usage.perplexity,
+                   "codes_used": usage.codes_used, "bitrate": usage.bitrate, "bitrate_max": usage.bitrate_max}
         self.last_valid = metrics
         self.metrics.write({"kind": "valid", "step": self.step, **metrics})
         for name, value in metrics.items():

@@ -1,0 +1,159 @@
+"""Objective measures of generated speech and of the code stream.
+
+Spectral measures share one analysis: a Hann-windowed STFT of about 32 ms (a power of two, 512
+samples at 16 kHz) every 5 ms.
+
+* **Mel-cepstrum** (:func:`mel_cepstrum`): the DCT-II of the natural-log *amplitude* of a 40-band
+  mel spectrum, scaled like a real cepstrum (``log|X|(band) = c0 + 2 Σ_d c_d cos(π d (band + ½) / bands)``),
+  coefficients ``c0..c24``. It is the mel-cepstrum of the mel-warped log spectrum (as MFCCs are,
+  without their dB scale and orthonormal DCT), so the usual MCD formula keeps its meaning.
+* **Mel-cepstral distortion** (Kubichek 1993): per frame ``10 / ln 10 · sqrt(2 Σ_{d=1}^{24} (Δc_d)²)``
+  dB, ``c0`` (level) excluded, averaged over frames paired by time or along a DTW path.
+* **Log-spectral distance**: per frame the RMS over STFT bins of the difference of the power spectra
+  in dB, averaged over frames (time-paired). Both spectra are floored 80 dB below the reference's
+  loudest bin, so bands the reference leaves empty count as "quiet", not as -300 dB.
+* **Median f0**: pYIN (Mauch & Dixon 2014) over the frames it calls voiced, 50-500 Hz in steps of
+  0.2 semitone (3x faster than librosa's default 0.1, within 0.6 % on harmonic tones).
+* **Code stream**: unigram entropy ``H`` of code usage in bits; perplexity ``2^H``; bitrates
+  ``H × frame rate`` and ``log2 K × frame rate`` (the rate at uniform use of all K codes).
+
+Example:
+    >>> import numpy as np
+    >>> tone = np.sin(2 * np.pi * 200 * np.arange(8000) / 16000).astype(np.float32)
+    >>> mel_cepstrum(tone, 16000).shape                       # (order + 1, frames)
+    (25, 101)
+    >>> mel_cepstral_distortion(tone, tone, 16000)
+    0.0
+    >>> noise = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    >>> round(log_spectral_distance(noise, 0.5 * noise, 16000), 2)  # a gain of 2 is 20 log10 2 dB
+    6.02
+    >>> code_statistics(np.array([5, 5, 0, 0]), frame_rate=250.0).bitrate
+    250.0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import librosa
+import numpy as np
+import scipy.fft
+
+CEPSTRUM_ORDER = 24    # c1..c24 enter the distortion
+MEL_BANDS = 40
+F0_RANGE = (50.0, 500.0)
+F0_RESOLUTION = 0.2    # semitones
+POWER_FLOOR = 1e-10    # -100 dB: keeps log spectra of digital silence finite
+LSD_RANGE_DB = 80.0
+MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
+
+
+def analysis_frames(sample_rate: int) -> tuple[int, int]:
+    """``(n_fft, hop_length)`` of the spectral measures: about 32 ms windows every 5 ms."""
+    return 2 ** round(math.log2(0.032 * sample_rate)), max(1, sample_rate // 200)
+
+
+def power_spectrum(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """|STFT|² of float[T] audio -> float[bins x frames]."""
+    n_fft, hop = analysis_frames(sample_rate)
+    return np.abs(librosa.stft(np.asarray(audio, dtype=np.float32), n_fft=n_fft, hop_length=hop)) ** 2
+
+
+def mel_cepstrum(audio: np.ndarray, sample_rate: int, order: int = CEPSTRUM_ORDER) -> np.ndarray:
+    """Mel-cepstrum ``c0..c_order`` of float[T] audio -> float[(order + 1) x frames] (see the module notes)."""
+    n_fft, _ = analysis_frames(sample_rate)
+    mel = librosa.feature.melspectrogram(S=power_spectrum(audio, sample_rate), sr=sample_rate, n_fft=n_fft,
+                                         n_mels=MEL_BANDS)
+    log_amplitude = 0.5 * np.log(np.maximum(mel, POWER_FLOOR))  # (bands, frames)
+    return (scipy.fft.dct(log_amplitude, type=2, axis=0) / (2 * MEL_BANDS))[:order + 1]
+
+
+def cepstral_distortion(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per-frame MCD in dB of two float[(order + 1) x N] cepstra, column by column, ``c0`` excluded."""
+    difference = reference[1:] - other[1:]
+    return MCD_SCALE * np.sqrt((difference ** 2).sum(axis=0))
+
+
+def dtw_path(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """DTW path int[L x 2] (frame of ``reference``, frame of ``other``) between two cepstra, ``c0`` excluded."""
+    _, path = librosa.sequence.dtw(X=reference[1:], Y=other[1:], metric="euclidean")
+    return path[::-1]
+
+
+def mel_cepstral_distortion(reference: np.ndarray, other: np.ndarray, sample_rate: int, *, dtw: bool = False) -> float:
+    """Mean MCD in dB between two float[T] signals.
+
+    Args:
+        reference, other: the two signals at ``sample_rate``.
+        dtw: pair frames along a DTW path (different renditions); otherwise frame t with frame t,
+            over the shorter signal's frames (a signal and its reconstruction).
+    """
+    a, b = mel_cepstrum(reference, sample_rate), mel_cepstrum(other, sample_rate)
+    if dtw:
+        path = dtw_path(a, b)
+        a, b = a[:, path[:, 0]], b[:, path[:, 1]]
+    else:
+        frames = min(a.shape[1], b.shape[1])
+        a, b = a[:, :frames], b[:, :frames]
+    return float(cepstral_distortion(a, b).mean())
+
+
+def log_spectral_distance(reference: np.ndarray, other: np.ndarray, sample_rate: int) -> float:
+    """Mean over time-paired frames of the RMS (over bins) difference of the dB power spectra (see the notes)."""
+    a, b = power_spectrum(reference, sample_rate), power_spectrum(other, sample_rate)
+    frames = min(a.shape[1], b.shape[1])
+    floor = max(float(a.max()), POWER_FLOOR) * 10.0 ** (-LSD_RANGE_DB / 10.0)
+    difference = 10.0 * np.log10(np.maximum(a[:, :frames], floor) / np.maximum(b[:, :frames], floor))
+    return float(np.sqrt((difference ** 2).mean(axis=0)).mean())
+
+
+def median_f0(audio: np.ndarray, sample_rate: int) -> float:
+    """Median f0 in Hz of the frames pYIN calls voiced; NaN when none is."""
+    frame_length = 2 ** round(math.log2(0.064 * sample_rate))  # two periods of the lowest f0
+    f0, voiced, _ = librosa.pyin(np.asarray(audio, dtype=np.float32), fmin=F0_RANGE[0], fmax=F0_RANGE[1],
+                                 sr=sample_rate, frame_length=frame_length, hop_length=max(1, sample_rate // 100),
+                                 resolution=F0_RESOLUTION)
+    return float(np.median(f0[voiced])) if voiced.any() else math.nan
+
+
+@dataclass
+class CodeStatistics:
+    """Usage of a codebook over a stream of codes.
+
+    Attributes:
+        num_codes: codebook size K.
+        frames: codes counted.
+        codes_used: distinct codes that occurred.
+        share_used: ``codes_used / K``.
+        entropy_bits: unigram entropy of the codes in bits per frame.
+        perplexity: ``2 ** entropy_bits`` (K at uniform use).
+        frame_rate: frames per second.
+        bitrate: ``entropy_bits × frame_rate``: bits/s an ideal entropy coder of single codes needs.
+        bitrate_max: ``log2 K × frame_rate``: bits/s at fixed-length coding.
+    """
+
+    num_codes: int
+    frames: int
+    codes_used: int
+    share_used: float
+    entropy_bits: float
+    perplexity: float
+    frame_rate: float
+    bitrate: float
+    bitrate_max: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def code_statistics(counts: np.ndarray, frame_rate: float) -> CodeStatistics:
+    """:class:`CodeStatistics` of int[K] code counts (``np.bincount(codes, minlength=K)``)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    probabilities = counts[counts > 0] / max(counts.sum(), 1.0)
+    entropy_bits = max(0.0, float(-(probabilities * np.log2(probabilities)).sum()))
+    used = int((counts > 0).sum())
+    return CodeStatistics(num_codes=len(counts), frames=int(counts.sum()), codes_used=used,
+                          share_used=used / len(counts), entropy_bits=entropy_bits, perplexity=2.0 ** entropy_bits,
+                          frame_rate=float(frame_rate), bitrate=frame_rate * entropy_bits,
+                          bitrate_max=frame_rate * math.log2(len(counts)))

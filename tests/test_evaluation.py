@@ -1,0 +1,290 @@
+"""``audio-vqvae evaluate``: the metrics against hand-computed cases, the speaker classifier, and the
+command end to end on a tiny checkpoint over a tiny parallel corpus, with bad inputs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from audio_vqvae.checkpoint import save_checkpoint
+from audio_vqvae.cli import main
+from audio_vqvae.config import DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.data import prepare_corpus
+from audio_vqvae.evaluation.metrics import (MCD_SCALE, cepstral_distortion, code_statistics, log_spectral_distance,
+                                            median_f0, mel_cepstral_distortion, mel_cepstrum)
+from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
+from audio_vqvae.model import VQVAE
+from data_trees import parallel_vctk, speech_like, write
+
+RATE = 8000
+MODEL_SPEAKERS = ["p225", "p226", "p227"]
+CORPUS_SPEAKERS = MODEL_SPEAKERS + ["p999"]  # p999 is not in the model's table
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+def harmonic(f0: float, seconds: float, rate: int, *, tilt: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Harmonics of ``f0`` below 4 kHz with amplitudes k^-tilt, random phases, a little noise: float32[T]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = sum(np.sin(2 * np.pi * f0 * k * t + rng.random() * 6) / k ** tilt for k in range(1, int(4000 // f0)))
+    return (0.2 * tone / np.abs(tone).max() + 0.002 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_mcd_of_identical_signals_is_zero_with_or_without_dtw():
+    audio = speech_like(0.5, 16000, seed=1)
+    assert mel_cepstral_distortion(audio, audio, 16000) == 0.0
+    assert mel_cepstral_distortion(audio, audio, 16000, dtw=True) == 0.0
+
+
+def test_mcd_of_a_known_cepstral_offset_is_the_formula_and_ignores_c0():
+    reference = np.random.default_rng(0).standard_normal((25, 7))
+    other = reference.copy()
+    other[0] += 5.0                      # level: excluded
+    other[1] += 1.0
+    other[2] -= 2.0
+    expected = 10 / math.log(10) * math.sqrt(2 * (1.0 ** 2 + 2.0 ** 2))
+    assert MCD_SCALE == pytest.approx(10 / math.log(10) * math.sqrt(2))
+    np.testing.assert_allclose(cepstral_distortion(reference, other), expected, rtol=1e-12)
+
+
+def test_mel_cepstrum_is_the_scaled_dct_of_the_log_mel_amplitude():
+    # A gain g scales the amplitude spectrum, so only c0 moves, by ln g; the shape coefficients stay.
+    audio = speech_like(0.5, 16000, seed=2)
+    a, b = mel_cepstrum(audio, 16000), mel_cepstrum(2.0 * audio, 16000)
+    np.testing.assert_allclose(b[0] - a[0], math.log(2.0), atol=1e-4)
+    np.testing.assert_allclose(b[1:], a[1:], atol=1e-4)
+    assert mel_cepstral_distortion(audio, 2.0 * audio, 16000) < 1e-3
+
+
+def test_dtw_aligns_a_delayed_copy_that_time_pairing_does_not():
+    audio = speech_like(1.0, 16000, seed=3)
+    delayed = np.concatenate([np.zeros(800, np.float32), audio[:-800]])  # 50 ms later
+    paired = mel_cepstral_distortion(audio, delayed, 16000)
+    aligned = mel_cepstral_distortion(audio, delayed, 16000, dtw=True)
+    assert paired > 1.0 and aligned < paired / 3
+
+
+def test_log_spectral_distance_of_identical_signals_and_of_a_known_gain():
+    noise = np.random.default_rng(4).standard_normal(8000).astype(np.float32) * 0.1
+    assert log_spectral_distance(noise, noise, 16000) == 0.0
+    assert log_spectral_distance(noise, 2.0 * noise, 16000) == pytest.approx(20 * math.log10(2.0), abs=1e-4)
+    assert log_spectral_distance(noise, 0.1 * noise, 16000) == pytest.approx(20.0, abs=1e-4)
+
+
+def test_code_statistics_by_hand():
+    uniform = code_statistics(np.full(16, 10), frame_rate=125.0)
+    assert uniform.entropy_bits == pytest.approx(4.0) and uniform.perplexity == pytest.approx(16.0)
+    assert uniform.bitrate == pytest.approx(4.0 * 125.0) == uniform.bitrate_max
+    assert (uniform.codes_used, uniform.share_used, uniform.frames) == (16, 1.0, 160)
+
+    constant = code_statistics(np.array([0, 0, 42, 0]), frame_rate=250.0)
+    assert (constant.entropy_bits, constant.bitrate, constant.perplexity) == (0.0, 0.0, 1.0)
+    assert constant.codes_used == 1 and constant.bitrate_max == 500.0
+
+    mixed = code_statistics(np.array([2, 1, 1, 0]), frame_rate=100.0)  # p = 1/2, 1/4, 1/4
+    assert mixed.entropy_bits == pytest.approx(1.5) and mixed.bitrate == pytest.approx(150.0)
+    assert mixed.share_used == 0.75 and mixed.perplexity == pytest.approx(2 ** 1.5)
+
+
+@pytest.mark.parametrize("f0", [110.0, 220.0])
+def test_median_f0_of_a_harmonic_tone(f0):
+    assert median_f0(harmonic(f0, 1.0, 16000), 16000) == pytest.approx(f0, rel=0.02)
+
+
+def test_median_f0_of_silence_is_nan():
+    assert math.isnan(median_f0(np.zeros(8000, np.float32), 16000))
+
+
+# ------------------------------------------------------------------ speaker classifier
+
+
+def test_classifier_separates_synthetic_speakers_fully():
+    voices = {"low_dark": (100.0, 2.0), "low_bright": (120.0, 0.5),   # (f0, spectral tilt)
+              "high_dark": (210.0, 1.8), "high_bright": (250.0, 0.6)}
+    features, labels = [], []
+    for name, (f0, tilt) in voices.items():
+        for k in range(4):  # 1.5 s per utterance, cut into 0.5 s windows like real training audio
+            rows = window_features(harmonic(f0 * (1 + 0.02 * (k - 2)), 1.5, 16000, tilt=tilt, seed=k), 16000, 8000)
+            features.append(rows)
+            labels += [name] * len(rows)
+    classifier = SpeakerClassifier.fit(np.concatenate(features), labels)
+    assert classifier.classes == sorted(voices)
+    tests = [(name, harmonic(f0 * (1 + 0.03 * (k - 1)), 0.5, 16000, tilt=tilt, seed=100 + k))
+             for name, (f0, tilt) in voices.items() for k in range(3)]
+    predicted = classifier.predict(np.stack([signal_features(audio, 16000) for _, audio in tests]))
+    assert predicted == [name for name, _ in tests]
+
+
+def test_classifier_needs_two_classes():
+    with pytest.raises(ValueError, match="two classes"):
+        SpeakerClassifier.fit(np.zeros((3, 4)), ["a", "a", "a"])
+
+
+def test_window_features_cut_half_overlapping_windows():
+    audio = speech_like(1.0, 16000, seed=5)
+    assert window_features(audio, 16000, 4000).shape == (7, 48)   # 50 frames per window, every 25 frames
+    assert window_features(audio, 16000, 32000).shape == (1, 48)  # shorter than a window: one row
+
+
+# ------------------------------------------------------------------ the command
+
+
+def tiny_model_config() -> ModelConfig:
+    return ModelConfig(
+        sample_rate=RATE, num_speakers=len(MODEL_SPEAKERS),
+        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
+        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
+        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
+                              conditioning_channels=4, speaker_dim=4))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A parallel corpus of 4 speakers x 5 sentences (1 held out each) and a tiny model that knows 3 of them."""
+    tmp = tmp_path_factory.mktemp("evaluation")
+    root = parallel_vctk(tmp / "corpus", CORPUS_SPEAKERS, 5)
+    data = DataConfig(corpus="vctk", data_root=str(root), cache_dir=str(tmp / "cache"), num_workers=0,
+                      valid_utterances_per_speaker=1)
+    config = tiny_model_config()
+    torch.manual_seed(0)
+    model = VQVAE(config, speakers=[{"id": i, "name": name} for i, name in enumerate(MODEL_SPEAKERS)])
+    checkpoint = tmp / "tiny.pt"
+    save_checkpoint(checkpoint, model, extra={"experiment": ExperimentConfig(model=config, data=data).to_dict(),
+                                              "step": 42})
+    bare = tmp / "bare.pt"  # no data config, as save_checkpoint alone writes it
+    save_checkpoint(bare, model)
+    return {"tmp": tmp, "root": root, "cache": tmp / "cache", "checkpoint": checkpoint, "bare": bare}
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def evaluate_command(checkpoint, out, *extra):
+    return run("evaluate", "--checkpoint", checkpoint, "--out", out, "--utterances", 3, "--conversions", 2,
+               "--seconds", 0.25, "--classifier-utterances", 3, "--no-progress", *extra)
+
+
+def test_evaluate_end_to_end(tiny, tmp_path, capsys):
+    out = tmp_path / "eval" / "report.json"
+    assert evaluate_command(tiny["checkpoint"], out, "--run-dir", tmp_path / "run") == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"checkpoint", "step", "model", "corpus", "settings", "teacher_forced", "codes",
+                           "reconstruction", "speaker_id", "parallel", "notes", "timings_s", "seconds"}
+    assert report["step"] == 42
+    assert report["corpus"]["heldout_utterances"] == 4 and report["corpus"]["utterances"] == 3
+    assert report["corpus"]["clips"] == 3 and report["corpus"]["conversions"] == 6
+    assert any("p999" in note for note in report["notes"])  # held out, but unknown to the model: skipped
+
+    tf = report["teacher_forced"]
+    assert 0 < tf["bits_per_sample"] < 16 and tf["chance_bits_per_sample"] == 8.0 and tf["utterances"] == 3
+    codes = report["codes"]
+    assert codes["num_codes"] == 16 and 1 <= codes["codes_used"] <= 16
+    assert codes["share_used"] == codes["codes_used"] / 16
+    assert codes["frame_rate"] == RATE / 8 and codes["bitrate_max"] == pytest.approx(4 * RATE / 8)
+    assert 0 <= codes["bitrate"] <= codes["bitrate_max"] + 1e-9
+    assert codes["frames"] == sum(int(0.6 * RATE) // 8 for _ in range(3))  # the whole utterances
+
+    rec = report["reconstruction"]
+    assert rec["clips"] == 3 and rec["baseline_pairs"] == 3 and rec["clip_seconds"] == 0.25
+    assert rec["mcd_db"] > 0 and rec["lsd_db"] > 0 and rec["baseline_mcd_db"] > 0
+
+    spk = report["speaker_id"]
+    assert spk["available"] and spk["classes"] == 3 and spk["chance"] == pytest.approx(1 / 3)
+    assert spk["conversions"] == 6 and spk["real_heldout_clips"] == 3
+    for key in ("real_heldout_accuracy", "reconstruction_accuracy", "conversion_target_accuracy",
+                "conversion_source_confusion"):
+        assert 0.0 <= spk[key] <= 1.0, key
+
+    par = report["parallel"]
+    assert par["available"] and par["pairs"] == 6  # every target read the held-out sentence
+    assert par["conversion_mcd_db"] > 0 and par["source_target_mcd_db"] > 0
+    assert par["f0_pairs"] <= 6
+
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert "| measure | value | reference |" in markdown and "chance 33.3 %" in markdown
+    assert markdown in capsys.readouterr().out
+
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0, "audio": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("eval/teacher_forced/bits_per_sample", "eval/codes/bitrate", "eval/reconstruction/mcd_db",
+                "eval/speaker_id/conversion_target_accuracy", "eval/parallel/conversion_mcd_db"):
+        assert tag in scalars, tag
+    assert [e.step for e in events.Scalars("eval/codes/perplexity")] == [42]
+    audio = sorted(events.Tags()["audio"])
+    clips = sorted({tag.split("/")[1] for tag in audio})  # clip<i>_<utterance name>
+    assert [clip.split("_")[:2] for clip in clips] == [["clip0", "p225"], ["clip1", "p226"]]
+    for clip in clips:
+        kinds = [tag.split("/")[2] for tag in audio if tag.split("/")[1] == clip]
+        assert kinds[:2] == ["0_truth", "1_reconstruction"] and [kind[:5] for kind in kinds[2:]] == ["2_as_", "3_as_"]
+
+
+def test_evaluate_is_reproducible_and_reads_a_cache_directly(tiny, tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert evaluate_command(tiny["checkpoint"], first) == 0
+    assert evaluate_command(tiny["bare"], second, "--cache", tiny["cache"]) == 0
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    for section in ("teacher_forced", "codes", "reconstruction", "speaker_id", "parallel"):
+        assert a[section] == b[section], section
+    assert b["step"] is None
+
+
+def test_no_parallel_pairs_is_reported_as_absent_not_as_zeros(tiny, tmp_path):
+    out = tmp_path / "r.json"
+    assert evaluate_command(tiny["checkpoint"], out, "--conversions", 0) == 0
+    report = json.loads(out.read_text())
+    assert report["parallel"] == {"available": False, "reason": "no conversions (one training speaker, or "
+                                                                "--conversions 0)"}
+    assert report["speaker_id"]["conversion_target_accuracy"] is None
+    assert "parallel comparison: not measured" in (tmp_path / "r.md").read_text()
+
+    # Recordings without transcripts (a folders corpus of the same speakers): nothing to pair with.
+    for k, speaker in enumerate(MODEL_SPEAKERS):
+        for n in range(3):
+            write(tmp_path / "folders" / speaker / f"{n}.wav", speech_like(0.6, 16000, seed=10 * k + n), 16000)
+    cache = tmp_path / "folders-cache"
+    prepare_corpus("folders", tmp_path / "folders", cache, sample_rate=RATE, num_workers=0, progress=False)
+    assert evaluate_command(tiny["bare"], out, "--cache", cache) == 0
+    report = json.loads(out.read_text())
+    assert report["parallel"] == {"available": False, "reason": "the corpus has no transcripts"}
+    assert report["speaker_id"]["available"] and report["speaker_id"]["conversions"] == 6
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_inputs_are_one_line_and_leave_no_report(tiny, tmp_path, capsys):
+    out = tmp_path / "report.json"
+
+    def fails(*argv) -> str:
+        assert evaluate_command(*argv) == 2
+        assert not out.exists() and not out.with_suffix(".md").exists()
+        return one_error_line(capsys)
+
+    assert "checkpoint not found" in fails(tmp_path / "missing.pt", out)
+    assert "no data config" in fails(tiny["bare"], out)
+    assert "no prepared corpus" in fails(tiny["checkpoint"], out, "--cache", tmp_path)
+    assert "does not exist" in fails(tiny["checkpoint"], out, "--corpus", "vctk", "--data-root", tmp_path / "nowhere")
+    assert ".json" in fails(tiny["checkpoint"], tmp_path / "report.txt")
+    assert "--utterances" in fails(tiny["checkpoint"], out, "--utterances", 0)
+
+    no_heldout = tmp_path / "no-heldout"
+    prepare_corpus("vctk", tiny["root"], no_heldout, sample_rate=RATE, valid_utterances_per_speaker=0,
+                   num_workers=0, progress=False)
+    assert "no held-out utterances" in fails(tiny["checkpoint"], out, "--cache", no_heldout)
+
+    other_rate = tmp_path / "other-rate"
+    prepare_corpus("vctk", tiny["root"], other_rate, sample_rate=16000, num_workers=0, progress=False)
+    assert "16000 Hz" in fails(tiny["checkpoint"], out, "--cache", other_rate)
