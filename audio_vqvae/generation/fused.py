@@ -46,7 +46,10 @@ def _jit(**options):
 
 
 # 'contract' lets LLVM fuse a*b+c into one FMA; it changes no other IEEE semantics, and every kernel
-# below is compiled with it, so the canonical arithmetic is the same everywhere.
+# below is compiled with it, so the canonical arithmetic is the same everywhere. The kernels also use
+# error_model="numpy": a float division then has no zero check (numba's default raises
+# ZeroDivisionError), which would keep the gate activation loops from vectorising (the tanh
+# denominator is never zero). IEEE division itself is the same, scalar or vector.
 FASTMATH = {"contract"}
 
 _TANH_CLAMP = np.float32(7.90531110763549805)  # |x| beyond this rounds tanh(x) to ±1 in float32
@@ -61,7 +64,7 @@ _ZERO = np.float32(0.0)
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _tanh(x):
     x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
     x2 = x * x
@@ -77,7 +80,7 @@ def _tanh(x):
     return x * p / q
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _gated(filter_value, gate_value):
     return _tanh(filter_value) * (_HALF * _tanh(_HALF * gate_value) + _HALF)  # sigmoid(x) = (1 + tanh(x/2)) / 2
 
@@ -130,7 +133,7 @@ def _barrier(flags, thread, count):
 # ------------------------------------------------------------------ sampling
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _sample(logits, cdf, uniform, inv_temperature, greedy):
     """Inverse-CDF draw from softmax(logits / T) with one uniform number; argmax (first) when greedy.
 
@@ -164,7 +167,7 @@ def _sample(logits, cdf, uniform, inv_temperature, greedy):
 # numba emit a negative-index check that stops LLVM from vectorising the loop.
 
 
-@njit(fastmath=FASTMATH, nogil=True)
+@njit(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
                       dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias,
                       dilations, offsets, biases, uniforms, inv_temperature, greedy,
@@ -288,7 +291,7 @@ def _shared_buffers(residual, skip, out1, out2):
     return parts, skips, hidden, logits
 
 
-@_jit(parallel=True, fastmath=FASTMATH, nogil=True)
+@_jit(parallel=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 def run_utterance_two_threads(dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
                               out2_bias, dilations, offsets, biases, uniforms, inv_temperature, greedy,
                               teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
@@ -313,7 +316,7 @@ def run_utterance_two_threads(dilated, residual, residual_bias, skip, skip_bias,
     return last[0]
 
 
-@_jit(fastmath=FASTMATH, nogil=True)
+@_jit(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def run_utterance(dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias,
                   dilations, offsets, biases, uniforms, inv_temperature, greedy,
                   teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
@@ -400,7 +403,7 @@ def _vector_fma(typingctx, a, b, c):
     return _lane_vector(_lane_vector, _lane_vector, _lane_vector), codegen
 
 
-@njit(fastmath=FASTMATH)  # a call, not numba-inlined: keeps the compile of the kernels short
+@njit(fastmath=FASTMATH, error_model="numpy")  # a call, not numba-inlined: keeps the compile of the kernels short
 def _lanes_product(x, x_start, inputs, weights, w_start, outputs, out, out_start):
     """out[o] += sum_i x[i] * weights[i, o] for lane vectors, i in input order.
 
@@ -459,7 +462,7 @@ def _scalar_fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-@njit(fastmath=FASTMATH)  # a call, not numba-inlined: keeps the compile of the kernels short
+@njit(fastmath=FASTMATH, error_model="numpy")  # a call, not numba-inlined: keeps the compile of the kernels short
 def _row_product(x, x_start, inputs, weights, w_start, stride, outputs, out, out_start):
     """out[o] += sum_i x[i] * weights[i, o] for one utterance, i in input order (the canonical sum).
 
@@ -506,7 +509,7 @@ def _row_product(x, x_start, inputs, weights, w_start, stride, outputs, out, out
         o += 1
 
 
-@njit(fastmath=FASTMATH, nogil=True)
+@njit(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias,
                        out2, out2_bias, dilations, offsets, biases, constant, uniforms, inv_temperature, greedy,
                        teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
@@ -615,7 +618,7 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
         previous[first + b] = current[b]
 
 
-@_jit(parallel=True, fastmath=FASTMATH, nogil=True)
+@_jit(parallel=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 def run_lane_blocks(starts, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
                     out2_bias, dilations, offsets, biases, constant, uniforms, inv_temperature, greedy,
                     teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
