@@ -9,8 +9,11 @@ $(STAMP): setup.cfg pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV)
 	touch $(STAMP)
 
+# One training process per core (DistributedDataParallel over gloo): twice the throughput of one
+# process with two threads on this kind of machine. DEMO_PROCS=1 runs a single process.
+DEMO_PROCS ?= 2
 demo: $(STAMP)
-	$(PY) recipes/vctk/train.py --demo
+	$(VENV)/bin/torchrun --standalone --nproc_per_node $(DEMO_PROCS) recipes/vctk/train.py --demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
