@@ -10,10 +10,12 @@ $(STAMP): setup.cfg pyproject.toml scripts/setup_env.sh
 	touch $(STAMP)
 
 # One training process per core (DistributedDataParallel over gloo): twice the throughput of one
-# process with two threads on this kind of machine. DEMO_PROCS=1 runs a single process.
+# process with two threads on this kind of machine. DEMO_PROCS=1 runs a single process;
+# DEMO_ARGS passes recipe arguments (`make demo DEMO_ARGS=--resume` continues an interrupted run).
 DEMO_PROCS ?= 2
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(VENV)/bin/torchrun --standalone --nproc_per_node $(DEMO_PROCS) recipes/vctk/train.py --demo
+	$(VENV)/bin/torchrun --standalone --nproc_per_node $(DEMO_PROCS) recipes/vctk/train.py --demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
