@@ -1,10 +1,18 @@
 """Batched WaveNet generation: one entry point, a fused CPU path and the PyTorch path.
 
-Everything that does not depend on the previous sample (the conditioning and speaker projections of
-every layer, for all time steps) is computed in parallel, chunk by chunk, before the sample loop of
-that chunk. Sampling is inverse-CDF with one pre-drawn uniform number per step and utterance, drawn
-from a ``torch.Generator`` seeded with that utterance's seed: both paths consume the same numbers,
-and an utterance's samples depend only on its own seed, so a batch equals its utterances one by one.
+Everything that does not depend on the previous sample is computed in parallel before the sample
+loop: the codes upsampled to the sample rate and the speaker projection of every layer. The PyTorch
+path also precomputes every layer's conditioning projection for all time steps, chunk by chunk. For a
+batch, the fused path instead folds that projection into each layer's gate product (C more inputs
+per gate): precomputed, it is L x G floats written and read again per sample and utterance (10 KB
+for SMALL), and for a block of utterances moving them cost more than the products (folded: 1.17x
+faster at batch 16 on two threads, measured A/B). One utterance on two threads is bound by the
+threads' per-layer handshakes instead, so there the projection is precomputed (by a kernel that
+sums in the same order, keeping a batch bit-identical to its utterances one by one).
+
+Sampling is inverse-CDF with one pre-drawn uniform number per step and utterance, drawn from a
+``torch.Generator`` seeded with that utterance's seed: both paths consume the same numbers, and an
+utterance's samples depend only on its own seed, so a batch equals its utterances one by one.
 
 Example:
     >>> import torch
@@ -32,7 +40,8 @@ import torch
 from audio_vqvae.wavenet import GenerationOutput, WaveNet
 
 Method = Literal["auto", "fused", "torch"]
-CHUNK_BYTES = 64 * 2**20  # gate biases computed at once (all utterances): bounds memory, paces progress reports
+CHUNK_BYTES = 64 * 2**20  # PyTorch path: gate biases computed at once (all utterances), bounds their memory
+FUSED_CHUNK_SAMPLES = 2**15  # fused path, batch > 1: samples (all utterances) per kernel call, paces progress
 
 
 # ------------------------------------------------------------------ sampling shared by both paths
@@ -138,7 +147,9 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         teacher: optional LongTensor[B x T]: feed these samples instead of the generated ones (checks).
         return_logits: also return the logits Tensor[B x Q x T] every sample was drawn from.
         progress: called with the number of steps done after every chunk.
-        chunk_steps: steps per chunk of precomputed gate biases (default: about 64 MiB of them).
+        chunk_steps: steps per chunk (progress is reported after each); default: about 64 MiB of
+            precomputed gate biases (PyTorch path; fused path, one utterance), or about 32k samples
+            over the batch (fused path, batch > 1, which precomputes none).
 
     Returns:
         :class:`~audio_vqvae.wavenet.GenerationOutput` with ``samples`` LongTensor[B x T].
@@ -154,7 +165,9 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
     uniforms = draw_uniforms(seeds, steps) if temperature > 0 else torch.zeros(batch, steps, dtype=torch.float64)
     if chunk_steps is None:
         bytes_per_step = 4 * batch * len(decoder.layers) * (decoder.config.gate_channels + 2)
-        chunk_steps = max(256, CHUNK_BYTES // bytes_per_step)
+        chunk_steps = max(256, CHUNK_BYTES // bytes_per_step)  # precomputed gate biases (and one utterance)
+        if method == "fused" and batch > 1:  # the lanes kernel precomputes none
+            chunk_steps = max(256, FUSED_CHUNK_SAMPLES // batch)
     run = _generate_fused if method == "fused" else _generate_torch
     return run(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps)
 
@@ -183,8 +196,8 @@ def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teach
     return GenerationOutput(samples=samples, logits=logits_out)
 
 
-def _kernel_bias_weights(decoder: WaveNet, speaker: torch.Tensor):
-    """Conditioning projection (L * 4W, C) and the per-utterance constant part (B, L * 4W), in kernel gate order."""
+def _kernel_constant(decoder: WaveNet, speaker: torch.Tensor) -> np.ndarray:
+    """The gates' starting values, speaker projection + dilated-conv bias, in kernel gate order: (B, L, 4W)."""
     from audio_vqvae.generation.fused import FusedWeights
 
     order = torch.as_tensor(FusedWeights.gate_order(decoder.config.gate_channels))
@@ -194,13 +207,12 @@ def _kernel_bias_weights(decoder: WaveNet, speaker: torch.Tensor):
     def kernel_order(rows: torch.Tensor) -> torch.Tensor:  # (..., G, X) -> (..., 4W, X)
         return torch.cat([rows, rows.new_zeros(rows.shape[:-2] + (1, rows.shape[-1]))], dim=-2)[..., index, :]
 
-    projection = kernel_order(torch.stack([layer.conditioning.weight[:, :, 0] for layer in decoder.layers]))  # (L, 4W, C)
     # For every speaker of the table, then picked: a product over the batch would round differently
     # with the batch size, and a batch must give exactly the samples of its utterances one by one.
     table = decoder.speaker_embedding.weight  # (N, D)
     constant = torch.stack([layer.speaker(table) + layer.dilated.bias for layer in decoder.layers], dim=1)  # (N, L, G)
     constant = kernel_order(constant[speaker].unsqueeze(-1)).squeeze(-1)  # (B, L, 4W)
-    return projection.reshape(-1, projection.shape[-1]).float(), constant.reshape(constant.shape[0], -1).float()
+    return np.ascontiguousarray(constant.detach().float().numpy())
 
 
 def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps):
@@ -211,8 +223,7 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     classes = decoder.quantization_channels
     weights = fused.FusedWeights.from_decoder(decoder)
     layers, _, _, width2 = weights.dilated.shape
-    projection, constant = _kernel_bias_weights(decoder, speaker)
-    constant_array = np.ascontiguousarray(constant.numpy())  # (B, L*4W)
+    constant = _kernel_constant(decoder, speaker)  # (B, L, 4W)
     conditioning_steps = conditioning.float().transpose(1, 2)  # (B, T, C)
     samples = torch.empty(batch, steps, dtype=torch.long)
     logits_out = torch.empty(batch, classes, steps) if return_logits else None
@@ -223,10 +234,16 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     lane_blocks = _lane_block_starts(batch, threads, fused.LANES) if batch > 1 else None
     state = FusedState.create(weights.queue_slots, batch, decoder.config.residual_channels, decoder.silence,
                               blocks=0 if lane_blocks is None else len(lane_blocks) - 1, lanes=fused.LANES)
+    if lane_blocks is None:
+        constant = constant[0].reshape(layers, 2, width2)
+    else:
+        constant = _lane_constant(constant, lane_blocks, fused.LANES)
     # One utterance may run on two threads that wait for each other at every layer: fast on idle cores,
     # slow when other processes hold one of them. Both kernels give identical samples, so the choice is
     # re-made per chunk from measured speed (each is tried on a short chunk first).
     chooser = _ThreadChooser(enabled=batch == 1 and threads >= 2)
+    # Reused by every chunk: fresh pages would cost a page fault per 4 KB, as much as computing them.
+    bias_buffer = np.empty((min(chunk_steps, steps) if lane_blocks is None else 0, layers, 2, width2), np.float32)
     start = 0
     while start < steps:
         two_threads, limit = chooser.next(chunk_steps)
@@ -234,10 +251,10 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
         length = stop - start
         began = time.perf_counter()
         # Every kernel argument is C-contiguous, so each kernel is compiled (and cached) once.
-        biases = torch.matmul(conditioning_steps[:, start:stop], projection.t())  # (B, T', L*4W)
-        if lane_blocks is None:  # the lanes kernel adds the constant itself (the same float32 sum), saving a pass
-            biases += constant.unsqueeze(1)
-        biases = biases.reshape(batch, length, layers, 2, width2).contiguous().numpy()
+        chunk_conditioning = np.ascontiguousarray(conditioning_steps[:, start:stop].numpy())  # (B, T', C)
+        if lane_blocks is None:  # one utterance: the conditioning part of the gates first, over all threads
+            biases = bias_buffer[:length]
+            fused.conditioning_biases(weights.dilated, chunk_conditioning[0], constant, biases)
         chunk_uniforms = np.ascontiguousarray(uniforms[:, start:stop].numpy())
         chunk_teacher = (np.ascontiguousarray(teacher[:, start:stop].to(torch.long).numpy()) if teacher is not None
                          else np.zeros((batch, length), np.int64))
@@ -245,19 +262,19 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
         chunk_logits = np.empty((batch, length if return_logits else 0, classes), np.float32)
         if two_threads:
             state.previous[0] = fused.run_utterance_two_threads(
-                *weights.arguments(), biases[0], chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
-                teacher is not None, state.queues[0], state.position, int(state.previous[0]), chunk_samples[0],
-                chunk_logits[0], return_logits)
+                *weights.arguments(), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
+                teacher is not None, state.queues[0], state.position, int(state.previous[0]),
+                chunk_samples[0], chunk_logits[0], return_logits)
         elif lane_blocks is not None:
             fused.run_lane_blocks(
-                lane_blocks, *weights.arguments(), biases, constant_array, chunk_uniforms, inv_temperature, greedy,
+                lane_blocks, *weights.arguments(), chunk_conditioning, constant, chunk_uniforms, inv_temperature, greedy,
                 chunk_teacher, teacher is not None, state.queues, state.position, state.previous, chunk_samples,
                 chunk_logits, return_logits)
         else:
             state.previous[0] = fused.run_utterance(
-                *weights.arguments(), biases[0], chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
-                teacher is not None, state.queues[0], state.position, int(state.previous[0]), chunk_samples[0],
-                chunk_logits[0], return_logits)
+                *weights.arguments(), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
+                teacher is not None, state.queues[0], state.position, int(state.previous[0]),
+                chunk_samples[0], chunk_logits[0], return_logits)
         chooser.record(two_threads, length, time.perf_counter() - began)
         state.position = stop
         samples[:, start:stop] = torch.from_numpy(chunk_samples)
@@ -267,6 +284,15 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
             progress(stop)
         start = stop
     return GenerationOutput(samples=samples.to(conditioning.device), logits=logits_out)
+
+
+def _lane_constant(constant: np.ndarray, starts: np.ndarray, lanes: int) -> np.ndarray:
+    """(B, L, 4W) per-utterance gate starting values -> (blocks, L, 4W, lanes), the batch innermost (unused lanes 0)."""
+    blocks = np.zeros((len(starts) - 1,) + constant.shape[1:] + (lanes,), np.float32)
+    for block in range(len(starts) - 1):
+        members = constant[starts[block]:starts[block + 1]]  # (count, L, 4W)
+        blocks[block, :, :, :len(members)] = np.moveaxis(members, 0, -1)
+    return blocks
 
 
 def _lane_block_starts(batch: int, threads: int, lanes: int) -> np.ndarray:

@@ -7,6 +7,9 @@ inverse-CDF sampling over a 256-entry scratch buffer instead of a softmax copy. 
 partial sums in registers (explicit 8-float vectors): along the outputs for one utterance, along a
 block of 8 utterances (activations (channels, 8), batch innermost) for a batch.
 
+The layer's conditioning projection is part of the gate product (C more inputs), so nothing the
+size of (T, L, G) is precomputed or read per step: per step the kernels read C conditioning values.
+
 Arithmetic is *canonical*: every output of every product is its initial value followed by one FMA
 per input in input order, in every kernel (one thread, two threads on one utterance, blocks of a
 batch), so a batch gives bit-identical samples to its utterances one by one. The gate channels are
@@ -14,10 +17,12 @@ split into two blocks (one per core when two threads share an utterance); the re
 sums of each block are accumulated separately and added in a fixed order.
 
 Layouts (kernel order of the gate columns: [tanh block 0 | sigmoid block 0 | tanh block 1 | sigmoid block 1]):
-    dilated   (L, 2R, G)  rows 0..R-1 see the input ``dilation`` steps ago, rows R..2R-1 the current input
+    dilated   (L, C + 2R, G)  the gate's inputs: rows 0..C-1 the conditioning (the layer's 1x1
+              conditioning projection), C..C+R-1 the input ``dilation`` steps ago, C+R..C+2R-1 the current input
     residual  (L, H, R)   skip (L, H, S)          H = G / 2, rows in the original channel order
     out1      (S, S)      out2 (S, Q)             (inputs, outputs)
-    biases    (B, T, L, G) conditioning + speaker + dilated-conv bias, gate columns in kernel order
+    conditioning (B, T, C) the upsampled codes at the sample rate
+    constant  (B, L, G)   speaker projection + dilated-conv bias: every gate output starts from it
     queues    (B, slots, R) per-layer ring buffers, layer l owns rows offsets[l] .. offsets[l] + dilation_l;
               (blocks, slots, R, 8) for blocks of utterances
 """
@@ -174,12 +179,17 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
                       teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
     """Run ``biases.shape[0]`` steps of one utterance; returns the sample to feed next.
 
+    ``biases`` (T, L, 2, 2W) are the gates' conditioning part from :func:`conditioning_biases`: the
+    products below go on from them over the rows of the audio inputs.
+
     With ``threads == 2``, ``thread`` owns gate block ``thread``, output part ``thread`` and its own
     copy of ``queues``; ``parts``, ``skip_out``, ``hidden`` and ``logits`` are shared and each is read
     only after the barrier that follows its writes (``parts`` alternates by layer parity).
     """
-    layers, channels2, _, width2 = dilated.shape
-    channels = channels2 // 2
+    layers, rows, _, width2 = dilated.shape
+    channels = residual.shape[3]
+    channels2 = 2 * channels
+    audio_rows = rows - channels2  # the first audio-input row of `dilated`
     width = width2 // 2
     skip_channels = skip.shape[3]
     half_hidden = out1.shape[2]
@@ -196,7 +206,7 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
     flat_out2 = out2.reshape(-1)
     flat_parts = parts.reshape(-1)
     flat_hidden = hidden.reshape(-1)
-    inputs = np.empty(2 * channels, np.float32)  # [input dilation steps ago | current input]
+    inputs = np.empty(channels2, np.float32)  # [input dilation steps ago | current input]
     rectified = np.empty(2 * half_hidden, np.float32)
     pre = np.empty(width2, np.float32)
     gated = np.empty(width, np.float32)
@@ -221,8 +231,8 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
             for block in range(first_block, last_block):
                 for g in range(width2):
                     pre[g] = biases[t, layer, block, g]
-                _row_product(inputs, 0, channels2, flat_dilated, layer * channels2 * gates + block * width2, gates,
-                             width2, pre, 0)
+                _row_product(inputs, 0, channels2, flat_dilated, (layer * rows + audio_rows) * gates + block * width2,
+                             gates, width2, pre, 0)
                 for h in range(width):
                     gated[h] = _gated(pre[h], pre[width + h])
                 for r in range(channels):
@@ -297,7 +307,7 @@ def run_utterance_two_threads(dilated, residual, residual_bias, skip, skip_bias,
                               teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
     """One utterance on two threads (which wait for each other: needs two numba threads).
 
-    Args: biases (T, L, 2, 2W) float32 (conditioning and constant part), uniforms (T,) float64, teacher
+    Args: biases (T, L, 2, 2W) float32 from :func:`conditioning_biases`, uniforms (T,) float64, teacher
     (T,) int64, queues (slots, R) float32 (the state, updated in place), previous (the sample fed
     first), samples (T,) int64 and logits_out (T, Q) float32 (written; logits only if ``save_logits``).
     Returns the sample to feed next.
@@ -327,6 +337,43 @@ def run_utterance(dilated, residual, residual_bias, skip, skip_bias, embedding, 
                              skip_bias, embedding, out1, out1_bias, out2, out2_bias, dilations, offsets, biases,
                              uniforms, inv_temperature, greedy, teacher, use_teacher, queues, position, previous,
                              samples, logits_out, save_logits)
+
+
+@_jit(parallel=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
+def conditioning_biases(dilated, conditioning, constant, biases):
+    """The gates' conditioning part for one utterance, all steps at once (threads split the steps).
+
+    biases[t, l] = constant[l] followed by one FMA per conditioning row of ``dilated`` in row order:
+    exactly the partial sums the lanes kernel reaches after its first C inputs, so the per-utterance
+    kernels, which go on from these, stay bit-identical to it. Runs LANES steps at a time as the
+    lanes of :func:`_lanes_product` (8 independent FMA chains per weight).
+
+    Args: dilated (L, C + 2R, 2, 2W), conditioning (T, C), constant (L, 2, 2W); biases (T, L, 2, 2W) written.
+    """
+    layers, rows, _, width2 = dilated.shape
+    steps, conditioning_channels = conditioning.shape
+    gates = 2 * width2
+    flat_dilated = dilated.reshape(-1)
+    flat_constant = constant.reshape(-1)
+    flat_biases = biases.reshape(-1)
+    for tile in prange((steps + LANES - 1) // LANES):
+        first = tile * LANES
+        count = min(LANES, steps - first)
+        inputs = np.zeros(conditioning_channels * LANES, np.float32)  # (C, LANES); missing steps stay 0
+        pre = np.empty(gates * LANES, np.float32)
+        for b in range(count):
+            for c in range(conditioning_channels):
+                inputs[c * LANES + b] = conditioning[first + b, c]
+        for layer in range(layers):
+            for g in range(gates):
+                value = flat_constant[layer * gates + g]
+                for b in range(LANES):
+                    pre[g * LANES + b] = value
+            _lanes_product(inputs, 0, conditioning_channels, flat_dilated, layer * rows * gates, gates, pre, 0)
+            for b in range(count):
+                at = ((first + b) * layers + layer) * gates
+                for g in range(gates):
+                    flat_biases[at + g] = pre[g * LANES + b]
 
 
 # ------------------------------------------------------------------ blocks of 8 utterances, batch innermost
@@ -511,12 +558,14 @@ def _row_product(x, x_start, inputs, weights, w_start, stride, outputs, out, out
 
 @njit(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias,
-                       out2, out2_bias, dilations, offsets, biases, constant, uniforms, inv_temperature, greedy,
+                       out2, out2_bias, dilations, offsets, conditioning, constant, uniforms, inv_temperature, greedy,
                        teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
     """Utterances ``first .. first + count - 1`` (count <= LANES) as one block of lanes; lanes past
-    ``count`` compute on zeros and are never read. ``queues`` is this block's (slots, R, LANES) state."""
-    layers, channels2, _, width2 = dilated.shape
-    channels = channels2 // 2
+    ``count`` compute on zeros and are never read. ``queues`` is this block's (slots, R, LANES) state,
+    ``constant`` its (L, 4W, LANES) gate starting values."""
+    layers, rows, _, width2 = dilated.shape
+    channels = residual.shape[3]
+    conditioning_channels = conditioning.shape[2]
     width = width2 // 2
     gates = 2 * width2
     skip_channels = skip.shape[3]
@@ -531,11 +580,14 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
     flat_out1_bias = out1_bias.reshape(-1)
     flat_out2_bias = out2_bias.reshape(-1)
     flat_queues = queues.reshape(-1)
-    steps = biases.shape[1]
-    step_biases = biases.reshape((biases.shape[0], steps, layers * gates))
+    flat_constant = constant.reshape(-1)
+    steps = conditioning.shape[1]
     lane_row = channels * LANES  # one queue slot
+    previous_at = conditioning_channels * LANES  # the input `dilation` steps ago
+    current_at = previous_at + lane_row  # the current input
 
-    inputs = np.zeros(channels2 * LANES, np.float32)  # (2R, LANES): [input dilation steps ago | current input]
+    # (C + 2R, LANES): [conditioning | input dilation steps ago | current input]; unused lanes stay zero
+    inputs = np.zeros(rows * LANES, np.float32)
     pre = np.zeros(gates * LANES, np.float32)  # (4W, LANES), gate columns in kernel order
     gated = np.empty(width2 * LANES, np.float32)  # (2, W, LANES): gate block, pair
     parts = np.empty(2 * channels * LANES, np.float32)  # (2, R, LANES)
@@ -550,24 +602,22 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
         current[b] = previous[first + b]
     for t in range(steps):
         step = position + t
+        for b in range(count):  # (utterance, channel) -> (channel, lane)
+            for c in range(conditioning_channels):
+                inputs[c * LANES + b] = conditioning[first + b, t, c]
         for r in range(channels):
             for b in range(LANES):
-                inputs[lane_row + r * LANES + b] = embedding[current[b], r]
+                inputs[current_at + r * LANES + b] = embedding[current[b], r]
         skips[:] = _ZERO
         for layer in range(layers):
             slot = (offsets[layer] + step % dilations[layer]) * lane_row
             for k in range(lane_row):
-                inputs[k] = flat_queues[slot + k]
-                flat_queues[slot + k] = inputs[lane_row + k]
-            layer_biases = layer * gates
-            for b in range(count):  # (utterance, gate) -> (gate, lane)
-                for g in range(gates):
-                    pre[g * LANES + b] = step_biases[first + b, t, layer_biases + g] + constant[first + b,
-                                                                                                layer_biases + g]
-            for b in range(count, LANES):
-                for g in range(gates):
-                    pre[g * LANES + b] = _ZERO
-            _lanes_product(inputs, 0, channels2, flat_dilated, layer * channels2 * gates, gates, pre, 0)
+                inputs[previous_at + k] = flat_queues[slot + k]
+                flat_queues[slot + k] = inputs[current_at + k]
+            layer_start = layer * gates * LANES
+            for k in range(gates * LANES):
+                pre[k] = flat_constant[layer_start + k]
+            _lanes_product(inputs, 0, rows, flat_dilated, layer * rows * gates, gates, pre, 0)
             for block in range(2):
                 source = block * width2 * LANES
                 for k in range(width * LANES):
@@ -583,10 +633,10 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
                 bias = residual_bias[layer, r]
                 for b in range(LANES):
                     k = r * LANES + b
-                    value = inputs[lane_row + k] + bias
+                    value = inputs[current_at + k] + bias
                     value = value + parts[k]
                     value = value + parts[lane_row + k]
-                    inputs[lane_row + k] = value * _SQRT_HALF
+                    inputs[current_at + k] = value * _SQRT_HALF
         # Output network (ReLU, 1x1, ReLU, 1x1).
         for s in range(skip_channels):
             bias = skip_bias[s]
@@ -620,20 +670,20 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
 
 @_jit(parallel=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 def run_lane_blocks(starts, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
-                    out2_bias, dilations, offsets, biases, constant, uniforms, inv_temperature, greedy,
+                    out2_bias, dilations, offsets, conditioning, constant, uniforms, inv_temperature, greedy,
                     teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
     """B utterances in blocks of at most LANES, block k = utterances ``starts[k] .. starts[k+1] - 1``,
     blocks spread over the threads (which never wait for each other).
 
-    Args (batch axis first): as :func:`run_utterance_two_threads` with a batch axis (previous (B,) is
-    updated in place), except that biases (B, T, L, 2, 2W) hold the conditioning part only (the kernel
-    adds ``constant`` (B, L * 4W), the same float32 sum) and queues are (blocks, slots, R, LANES).
+    Args (batch axis first): as :func:`run_utterance_two_threads` with a batch axis (conditioning
+    (B, T, C); previous (B,) is updated in place), except that ``constant`` is per block and lane,
+    (blocks, L, 4W, LANES), and queues are (blocks, slots, R, LANES).
     """
     for block in prange(starts.shape[0] - 1):
         _lane_block_worker(starts[block], starts[block + 1] - starts[block], dilated, residual, residual_bias,
-                           skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias, dilations, offsets, biases,
-                           constant, uniforms, inv_temperature, greedy, teacher, use_teacher, queues[block], position,
-                           previous, samples, logits_out, save_logits)
+                           skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias, dilations, offsets,
+                           conditioning, constant[block], uniforms, inv_temperature, greedy, teacher, use_teacher,
+                           queues[block], position, previous, samples, logits_out, save_logits)
 
 
 # ------------------------------------------------------------------ weights in kernel layout
@@ -650,8 +700,8 @@ class FusedWeights:
     Gate pairs are split into two blocks of ``width`` pairs (padded with a zero pair when the number of
     pairs is odd); output rows into two parts (padded likewise; a padded class has logit -inf).
 
-    Shapes: dilated (L, 2R, 2, 2W) with columns [tanh W | sigmoid W] per block and rows [input
-    ``dilation`` steps ago | current input]; residual (L, 2, W, R); skip (L, 2, W, S); out1 (S, 2, S/2);
+    Shapes: dilated (L, C + 2R, 2, 2W) with columns [tanh W | sigmoid W] per block and rows
+    [conditioning projection | input ``dilation`` steps ago | current input]; residual (L, 2, W, R); skip (L, 2, W, S); out1 (S, 2, S/2);
     out2 (2, S/2, 2, Q/2). :meth:`gate_order` maps kernel gate columns to the model's channels.
     """
 
@@ -700,8 +750,9 @@ class FusedWeights:
 
         dilated = []
         for layer in layers:
-            weight = array(torch.cat([layer.dilated.weight[:, :, 0], layer.dilated.weight[:, :, 1]], dim=1))  # (G, 2R)
-            columns = np.where(order[:, None] >= 0, weight[np.maximum(order, 0)], 0.0)  # (4W, 2R)
+            weight = array(torch.cat([layer.conditioning.weight[:, :, 0], layer.dilated.weight[:, :, 0],
+                                      layer.dilated.weight[:, :, 1]], dim=1))  # (G, C + 2R)
+            columns = np.where(order[:, None] >= 0, weight[np.maximum(order, 0)], 0.0)  # (4W, C + 2R)
             dilated.append(columns.T.reshape(-1, 2, 2 * width))
         residual = [padded(array(layer.residual.weight[:, :, 0].t()), 2 * width).reshape(2, width, -1) for layer in layers]
         skip = [padded(array(layer.skip.weight[:, :, 0].t()), 2 * width).reshape(2, width, -1) for layer in layers]
