@@ -7,6 +7,7 @@ preset's shape unless a checkpoint is given. Run with ``audio-vqvae bench`` or
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -45,8 +46,13 @@ def _time(function: Callable[[], object]) -> float:
 
 
 def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: Sequence[int], seconds: float,
-                     reference_seconds: float, log: Callable[[str], None] = print) -> list[BenchResult]:
-    """Time the PyTorch queue reference (:meth:`WaveNet.generate`) and the fused engine at each batch size."""
+                     reference_seconds: float, log: Callable[[str], None] = print,
+                     repeats: int = 3) -> list[BenchResult]:
+    """Time the PyTorch queue reference (:meth:`WaveNet.generate`) and the fused engine at each batch size.
+
+    Each measurement is the median of ``repeats`` runs (shared machines are noisy); the log line
+    gives the range.
+    """
     config = decoder.config
     results = []
     for batch in batches:
@@ -63,9 +69,11 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
                 warm = conditioning[:, :, :64]
                 generate(decoder, warm, speaker, seeds=range(batch), method=method)  # compile / load the kernels
                 run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method)  # noqa: E731
-            result = BenchResult(preset, name, batch, batch * steps, _time(run), sample_rate)
+            times = [_time(run) for _ in range(max(1, repeats))]
+            result = BenchResult(preset, name, batch, batch * steps, statistics.median(times), sample_rate)
+            spread = f", {batch * steps / max(times):,.0f}-{batch * steps / min(times):,.0f} over {len(times)} runs"
             log(f"  {preset:6s} {name:34s} batch {batch:3d}: {result.samples_per_second:10,.0f} samples/s "
-                f"({result.real_time_factor:.3f}x real time)")
+                f"({result.real_time_factor:.3f}x real time{spread if len(times) > 1 else ''})")
             results.append(result)
     return results
 
@@ -85,7 +93,8 @@ def format_table(results: Sequence[BenchResult]) -> str:
 
 def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence[int] = (1, 16),
                   seconds: float = 1.0, reference_seconds: float = 0.1, threads: Optional[int] = None,
-                  checkpoint: Optional[str] = None, log: Callable[[str], None] = print) -> list[BenchResult]:
+                  checkpoint: Optional[str] = None, log: Callable[[str], None] = print,
+                  repeats: int = 3) -> list[BenchResult]:
     """Benchmark every method on each preset (or on one checkpoint's decoder) and log the table.
 
     Args:
@@ -95,6 +104,7 @@ def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence
         reference_seconds: seconds per utterance for the slow PyTorch reference.
         threads: torch and numba threads (default: all cores).
         checkpoint: benchmark this model's decoder instead of the presets.
+        repeats: runs per measurement; the table holds the median.
     """
     import os
 
@@ -116,14 +126,14 @@ def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence
             decoder = WaveNet(config.decoder, 1, config.quantizer.code_dim, config.encoder.strides[::-1]).eval()
             models.append((preset, decoder, config.sample_rate))
     log(f"generation benchmark: {threads} thread(s), torch {torch.__version__}, numba {numba.__version__}, "
-        f"fused engine {'available' if fused_available() else 'NOT available'}")
+        f"fused engine {'available' if fused_available() else 'NOT available'}, median of {max(1, repeats)} run(s)")
     results = []
     for name, decoder, sample_rate in models:
         config = decoder.config
         log(f"{name}: {config.stacks}x{config.layers_per_stack} layers, residual {config.residual_channels}, "
             f"gate {config.gate_channels}, skip {config.skip_channels}, {sample_rate} Hz")
         with torch.no_grad():
-            results += benchmark_preset(name, decoder, sample_rate, batches, seconds, reference_seconds, log)
+            results += benchmark_preset(name, decoder, sample_rate, batches, seconds, reference_seconds, log, repeats)
     log("")
     log(format_table(results))
     log(f"external reference, not measured here: r9y9/wavenet_vocoder, SMALL shape, batch 1, 2 threads: "

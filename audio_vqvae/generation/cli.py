@@ -239,7 +239,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     run_benchmark(presets=presets, batches=batches, seconds=args.seconds, reference_seconds=args.reference_seconds,
-                  threads=args.threads, checkpoint=args.checkpoint)
+                  threads=args.threads, checkpoint=args.checkpoint, repeats=args.repeats)
     return 0
 
 
@@ -286,4 +286,6 @@ def register(subparsers) -> None:
                         help="audio per utterance for the slow PyTorch reference (default 0.1)")
     parser.add_argument("--threads", type=int, help="threads (default: all cores)")
     parser.add_argument("--checkpoint", help="benchmark this checkpoint's decoder instead of the presets")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the table holds the median "
+                        "(default 3)")
     parser.set_defaults(func=cmd_bench)

@@ -8,6 +8,7 @@ them. Run as a plain script, it returns a single-process context and initialises
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, List
@@ -75,7 +76,15 @@ def init_distributed(device_preference: str = "auto", timeout_minutes: float = 3
 
 
 def shutdown_distributed() -> None:
+    """Destroy the default process group, if any.
+
+    Release DistributedDataParallel wrappers first (``Trainer.fit`` does): a DDP reducer freed after
+    this call can be the group's last owner, and gloo's destructor, run from the reducer's
+    deallocation with the GIL held, can then deadlock with a gloo worker thread that needs the GIL.
+    The garbage collection here frees wrappers only reachable from reference cycles first.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -15,11 +15,14 @@ A run directory holds::
     checkpoints/step-00001000.pt  the last ``train.keep_checkpoints`` checkpoints
 
 Under ``torchrun`` every process trains on its shard with DistributedDataParallel; only rank 0
-validates and writes. SIGINT/SIGTERM finish the current step, write a checkpoint and return.
+validates and writes. SIGINT/SIGTERM finish the current step, write a checkpoint and return. Every
+rank leaves ``fit()`` together, after the same collectives, and without the DistributedDataParallel
+wrapper (see :meth:`Trainer._release_ddp`), so the process group can be torn down cleanly.
 """
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import math
@@ -29,6 +32,8 @@ import re
 import signal
 import threading
 import time
+import traceback
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +121,12 @@ def train(config: ExperimentConfig, run_dir: Union[str, Path], *, resume: bool =
     try:
         trainer = Trainer(config, run_dir, resume=resume, progress=progress, corpus=corpus, context=context)
         return trainer.fit()
+    except BaseException as err:
+        if context.enabled:
+            # The traceback's frames (e.g. of DistributedDataParallel.forward) may hold the DDP wrapper:
+            # free them while the process group still exists (see Trainer._release_ddp).
+            traceback.clear_frames(err.__traceback__)
+        raise
     finally:
         shutdown_distributed()
 
@@ -160,9 +171,6 @@ class Trainer:
         if payload is not None:
             self._load_state(payload)
             self.log(f"resumed from {resume_from} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
-        self.train_model: torch.nn.Module = _TrainingOutputs(self.model)
-        if self.context.enabled:
-            self.train_model = _wrap_ddp(self.model, self.device)
         self.use_bf16 = config.train.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -173,6 +181,10 @@ class Trainer:
         self._stop_signal: Optional[str] = None
         self.last_checkpoint: Optional[Path] = resume_from
         self.last_valid: dict = {}
+        # Last: nothing after it may raise and leave a half-built trainer holding a DDP reducer.
+        self.train_model: torch.nn.Module = _TrainingOutputs(self.model)
+        if self.context.enabled:
+            self.train_model = _wrap_ddp(self.model, self.device)
 
     # ------------------------------------------------------------------ setup
 
@@ -322,11 +334,15 @@ class Trainer:
                 self.log(f"interrupted at step {self.step}; continue with --resume (same --out)")
             else:
                 self.log(f"finished: {self.step} steps")
+            # Leave together: the other ranks wait while rank 0 writes the last checkpoint, and the
+            # collective runs on every rank in both endings (finished or interrupted).
+            barrier(self.context)
         finally:
             bar.close()
             self._restore_signal_handlers(handlers)
             if self.writer is not None:
                 self.writer.close()
+            self._release_ddp()
         return TrainingResult(self.run_dir, self.step, status, self.last_checkpoint, dict(self.last_valid))
 
     def _run_epoch(self, batches: Iterator[dict], bar: tqdm, samples_per_step: int) -> str:
@@ -597,6 +613,24 @@ class Trainer:
         for old in list_checkpoints(self.run_dir)[:-max(1, self.config.train.keep_checkpoints)]:
             old.unlink(missing_ok=True)
         self.log(f"checkpoint {path}")
+
+    def _release_ddp(self) -> None:
+        """Drop the DistributedDataParallel wrapper while the process group is still registered.
+
+        The wrapper's C++ reducer holds a reference to the process group. Freed after
+        ``destroy_process_group`` (when ``train()`` returned and the trainer went), the reducer was the
+        group's last owner: gloo's destructor then ran inside the reducer's deallocation, with the GIL
+        held, and joined gloo's worker threads, one of which could still be freeing the tensors of the
+        last collective and needed the GIL for that. A deadlock: that rank slept forever after training
+        and ``torchrun`` never returned. Freed here, the reducer is not the last owner, and the group
+        goes later through its Python handle, which releases the GIL first.
+        """
+        if not isinstance(self.train_model, DistributedDataParallel):
+            return
+        wrapper = weakref.ref(self.train_model)
+        self.train_model = _TrainingOutputs(self.model)
+        if wrapper() is not None:  # held by a reference cycle
+            gc.collect()
 
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
