@@ -7,8 +7,11 @@ inverse-CDF sampling over a 256-entry scratch buffer instead of a softmax copy. 
 partial sums in registers (explicit 8-float vectors): along the outputs for one utterance, along a
 block of 8 utterances (activations (channels, 8), batch innermost) for a batch.
 
-The layer's conditioning projection is part of the gate product (C more inputs), so nothing the
-size of (T, L, G) is precomputed or read per step: per step the kernels read C conditioning values.
+The layer's conditioning projection is part of the gate product (C more inputs). Blocks of
+utterances run all C + 2R inputs per step, so nothing the size of (T, L, G) is written or read per
+step, only C conditioning values per utterance. One utterance gets the conditioning part precomputed
+by :func:`conditioning_biases` (the same partial sums, all steps in parallel) and runs the 2R audio
+inputs in the loop, where its two threads are bound by their per-layer handshakes, not by traffic.
 
 Arithmetic is *canonical*: every output of every product is its initial value followed by one FMA
 per input in input order, in every kernel (one thread, two threads on one utterance, blocks of a
@@ -23,6 +26,7 @@ Layouts (kernel order of the gate columns: [tanh block 0 | sigmoid block 0 | tan
     out1      (S, S)      out2 (S, Q)             (inputs, outputs)
     conditioning (B, T, C) the upsampled codes at the sample rate
     constant  (B, L, G)   speaker projection + dilated-conv bias: every gate output starts from it
+    biases    (T, L, G)   one utterance: constant + conditioning rows, from :func:`conditioning_biases`
     queues    (B, slots, R) per-layer ring buffers, layer l owns rows offsets[l] .. offsets[l] + dilation_l;
               (blocks, slots, R, 8) for blocks of utterances
 """
