@@ -246,6 +246,10 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
                              (parity * 2 + block) * channels)
                 _row_product(gated, 0, width, flat_skip, matrix * skip_channels, skip_channels, skip_channels,
                              flat_skips, block * skip_channels)
+            if layer == layers - 1:  # publish the skip sums: the last layer's barrier covers them too
+                for block in range(first_block, last_block):
+                    for s in range(skip_channels):
+                        skip_out[block, s] = skips[block, s]
             if threads == 2:
                 count += 1
                 _barrier(flags, thread, count)
@@ -255,12 +259,6 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
                 value = value + parts[parity, 1, r]
                 inputs[channels + r] = value * _SQRT_HALF
         # Output network (ReLU, 1x1, ReLU, 1x1); with two threads each computes one part of the rows.
-        for block in range(first_block, last_block):
-            for s in range(skip_channels):
-                skip_out[block, s] = skips[block, s]
-        if threads == 2:
-            count += 1
-            _barrier(flags, thread, count)
         for s in range(skip_channels):
             value = skip_bias[s] + skip_out[0, s]
             value = value + skip_out[1, s]
