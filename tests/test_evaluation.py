@@ -203,6 +203,10 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     for key in ("real_heldout_accuracy", "reconstruction_accuracy", "conversion_target_accuracy",
                 "conversion_source_confusion"):
         assert 0.0 <= spk[key] <= 1.0, key
+    # 9 generated clips (3 reconstructions, 6 conversions) over 3 speakers: the top one holds 3 to 9
+    assert spk["generated_top_prediction"] in MODEL_SPEAKERS
+    assert 1 <= spk["generated_speakers_named"] <= 3
+    assert 3 / 9 <= spk["generated_top_share"] <= 1.0
 
     par = report["parallel"]
     assert par["available"] and par["pairs"] == 6  # every target read the held-out sentence

@@ -32,7 +32,7 @@ import math
 import re
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -400,14 +400,20 @@ def _speaker_id(corpus: PreparedCorpus, train: dict[str, list[int]], clips: Sequ
     classifier = SpeakerClassifier.fit(np.concatenate(features), labels)
     classes = set(train_speakers)
 
+    def predict(audio: Sequence[np.ndarray]) -> list[str]:
+        return list(classifier.predict(np.stack([signal_features(a, rate) for a in audio]))) if audio else []
+
     def accuracy(audio: Sequence[np.ndarray], wanted: Sequence[str]) -> Optional[float]:
         if not audio:
             return None
-        predicted = classifier.predict(np.stack([signal_features(a, rate) for a in audio]))
-        return float(np.mean([p == w for p, w in zip(predicted, wanted)]))
+        return float(np.mean([p == w for p, w in zip(predict(audio), wanted)]))
 
     real = [i for i, clip in enumerate(clips) if clip.speaker in classes]
     confusable = [(i, audio) for i, _, audio in conversions if clips[i].speaker in classes]
+    # Where the generated clips go: spread over the speakers, or all named as one (then the classifier
+    # finds no speaker in them, whatever the accuracies say).
+    named = Counter(predict([reconstructions[i] for i in real] + [audio for _, _, audio in conversions]))
+    top_name, top_count = named.most_common(1)[0] if named else (None, 0)
     return {
         "available": True,
         "classes": len(train_speakers),
@@ -421,6 +427,9 @@ def _speaker_id(corpus: PreparedCorpus, train: dict[str, list[int]], clips: Sequ
         "conversion_source_confusion": accuracy([audio for _, audio in confusable],
                                                 [clips[i].speaker for i, _ in confusable]),
         "conversions": len(conversions),
+        "generated_top_prediction": top_name,
+        "generated_top_share": top_count / sum(named.values()) if named else None,
+        "generated_speakers_named": len(named),
     }
 
 
@@ -600,6 +609,10 @@ def format_markdown(report: dict) -> str:
             f"{_percent(spk['conversion_target_accuracy'])} | {ceiling} |",
             f"| conversions named as the source speaker (confusion) | {_percent(spk['conversion_source_confusion'])} | "
             f"{chance}; lower is better |",
+            f"| generated clips (reconstructions and conversions) named as the most common speaker | "
+            f"{_percent(spk['generated_top_share'])} ({spk['generated_top_prediction']}; "
+            f"{spk['generated_speakers_named']} speakers named) | about {_percent(spk['chance'])} if spread over the "
+            "speakers; near 100 % means the classifier hears no speaker in generated audio |",
         ]
     if par["available"]:
         lines += [
