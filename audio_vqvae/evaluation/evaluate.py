@@ -403,29 +403,29 @@ def _speaker_id(corpus: PreparedCorpus, train: dict[str, list[int]], clips: Sequ
     def predict(audio: Sequence[np.ndarray]) -> list[str]:
         return list(classifier.predict(np.stack([signal_features(a, rate) for a in audio]))) if audio else []
 
-    def accuracy(audio: Sequence[np.ndarray], wanted: Sequence[str]) -> Optional[float]:
-        if not audio:
-            return None
-        return float(np.mean([p == w for p, w in zip(predict(audio), wanted)]))
+    def accuracy(predicted: Sequence[str], wanted: Sequence[str]) -> Optional[float]:
+        return float(np.mean([p == w for p, w in zip(predicted, wanted)])) if predicted else None
 
+    # Every clip is named once; the rows below compare those names with different wanted speakers.
     real = [i for i, clip in enumerate(clips) if clip.speaker in classes]
-    confusable = [(i, audio) for i, _, audio in conversions if clips[i].speaker in classes]
+    reconstructed = predict([reconstructions[i] for i in real])
+    converted = predict([audio for _, _, audio in conversions])
+    confusable = [k for k, (i, _, _) in enumerate(conversions) if clips[i].speaker in classes]
     # Where the generated clips go: spread over the speakers, or all named as one (then the classifier
     # finds no speaker in them, whatever the accuracies say).
-    named = Counter(predict([reconstructions[i] for i in real] + [audio for _, _, audio in conversions]))
+    named = Counter(reconstructed + converted)
     top_name, top_count = named.most_common(1)[0] if named else (None, 0)
     return {
         "available": True,
         "classes": len(train_speakers),
         "chance": 1.0 / len(train_speakers),
         "train_windows": len(labels),
-        "real_heldout_accuracy": accuracy([clips[i].audio for i in real], [clips[i].speaker for i in real]),
+        "real_heldout_accuracy": accuracy(predict([clips[i].audio for i in real]), [clips[i].speaker for i in real]),
         "real_heldout_clips": len(real),
-        "reconstruction_accuracy": accuracy([reconstructions[i] for i in real], [clips[i].speaker for i in real]),
-        "conversion_target_accuracy": accuracy([audio for _, _, audio in conversions],
-                                               [name_of[target] for _, target, _ in conversions]),
-        "conversion_source_confusion": accuracy([audio for _, audio in confusable],
-                                                [clips[i].speaker for i, _ in confusable]),
+        "reconstruction_accuracy": accuracy(reconstructed, [clips[i].speaker for i in real]),
+        "conversion_target_accuracy": accuracy(converted, [name_of[target] for _, target, _ in conversions]),
+        "conversion_source_confusion": accuracy([converted[k] for k in confusable],
+                                                [clips[conversions[k][0]].speaker for k in confusable]),
         "conversions": len(conversions),
         "generated_top_prediction": top_name,
         "generated_top_share": top_count / sum(named.values()) if named else None,
