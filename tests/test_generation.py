@@ -1,6 +1,7 @@
 """The generation engine: fused kernels ≡ PyTorch path ≡ teacher-forced network, and batching changes nothing."""
 
 import numba
+import numpy as np
 import pytest
 import torch
 
@@ -121,6 +122,31 @@ def test_inverse_cdf_sampling_follows_the_softmax():
     assert sample_inverse_cdf(logits, torch.tensor([0.5]), temperature=0.0).item() == 2
     # Near-zero temperature concentrates on the argmax.
     assert sample_inverse_cdf(logits, torch.tensor([0.999]), temperature=1e-3).item() == 2
+
+
+@pytest.mark.parametrize("scale", [0.5, 6.0, 400.0], ids=["flat", "peaked", "underflowing"])
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_fused_sampler_draws_the_class_torchs_inverse_cdf_draws(scale, temperature):
+    """The kernels' vectorised float64 exp and binary search pick torch's class for the same uniform."""
+    fused = pytest.importorskip("audio_vqvae.generation.fused")
+
+    @numba.njit
+    def draw_all(logits, uniforms, inv_temperature, greedy, out):
+        cdf = np.empty(logits.shape[1])
+        work = np.empty(logits.shape[1])
+        for i in range(logits.shape[0]):
+            out[i] = fused._sample(logits[i], cdf, work, uniforms[i], inv_temperature, greedy)
+
+    generator = torch.Generator().manual_seed(int(scale * 10))
+    logits = torch.randn(4000, 256, generator=generator) * scale
+    logits[:5, 100:] = -1e4  # classes far below the top: their share underflows to exactly 0
+    uniforms = torch.rand(4000, generator=generator, dtype=torch.float64)
+    uniforms[:3] = torch.tensor([0.0, 1.0 - 2 ** -53, 0.5])
+    drawn = np.empty(4000, np.int64)
+    draw_all(logits.numpy(), uniforms.numpy(), 1.0 / temperature, False, drawn)
+    assert torch.equal(torch.from_numpy(drawn), sample_inverse_cdf(logits, uniforms, temperature))
+    draw_all(logits.numpy(), uniforms.numpy(), 1.0, True, drawn)
+    assert torch.equal(torch.from_numpy(drawn), logits.argmax(dim=1))
 
 
 def test_model_decode_uses_the_fastest_path_and_matches_the_reference_path():

@@ -269,7 +269,7 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
         chunk_logits = np.empty((batch, length if return_logits else 0, classes), np.float32)
         if two_threads:
             state.previous[0] = fused.run_utterance_two_threads(
-                *weights.arguments(), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
+                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
                 teacher is not None, state.queues[0], state.position, int(state.previous[0]),
                 chunk_samples[0], chunk_logits[0], return_logits)
         elif lane_blocks is not None:
@@ -279,7 +279,7 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
                 chunk_logits, return_logits)
         else:
             state.previous[0] = fused.run_utterance(
-                *weights.arguments(), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
+                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
                 teacher is not None, state.queues[0], state.position, int(state.previous[0]),
                 chunk_samples[0], chunk_logits[0], return_logits)
         chooser.record(two_threads, length, time.perf_counter() - began)
