@@ -14,7 +14,7 @@ from audio_vqvae.cli import main
 from audio_vqvae.config import DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.data import prepare_corpus
 from audio_vqvae.evaluation.metrics import (MCD_SCALE, cepstral_distortion, code_statistics, log_spectral_distance,
-                                            median_f0, mel_cepstral_distortion, mel_cepstrum)
+                                            median_f0, mel_cepstral_distortion, mel_cepstrum, voiced_share)
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.model import VQVAE
 from data_trees import parallel_vctk, speech_like, write
@@ -101,6 +101,14 @@ def test_median_f0_of_a_harmonic_tone(f0):
 
 def test_median_f0_of_silence_is_nan():
     assert math.isnan(median_f0(np.zeros(8000, np.float32), 16000))
+
+
+def test_voiced_share_tells_a_harmonic_tone_from_noise_of_the_same_loudness():
+    tone = harmonic(150.0, 1.0, 8000)
+    noise = np.random.default_rng(0).standard_normal(tone.size).astype(np.float32) * tone.std()
+    assert voiced_share(tone, 8000) > 0.9
+    assert voiced_share(noise, 8000) < 0.1
+    assert voiced_share(np.zeros(40, np.float32), 8000) == 0.0
 
 
 # ------------------------------------------------------------------ speaker classifier
@@ -196,6 +204,7 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     rec = report["reconstruction"]
     assert rec["clips"] == 3 and rec["baseline_pairs"] == 3 and rec["clip_seconds"] == 0.25
     assert rec["mcd_db"] > 0 and rec["lsd_db"] > 0 and rec["baseline_mcd_db"] > 0
+    assert 0.0 <= rec["voiced_share"] <= 1.0 and 0.0 <= rec["original_voiced_share"] <= 1.0
 
     spk = report["speaker_id"]
     assert spk["available"] and spk["classes"] == 3 and spk["chance"] == pytest.approx(1 / 3)

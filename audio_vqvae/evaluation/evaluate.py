@@ -47,7 +47,7 @@ from audio_vqvae.config import DataConfig
 from audio_vqvae.data import PreparedCorpus, ensure_prepared
 from audio_vqvae.errors import InputError
 from audio_vqvae.evaluation.metrics import (code_statistics, log_spectral_distance, median_f0,
-                                            mel_cepstral_distortion)
+                                            mel_cepstral_distortion, voiced_share)
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.model import VQVAE
 
@@ -361,11 +361,13 @@ def _reconstruction(corpus: PreparedCorpus, sentences: Sequence[str], utterances
     """MCD and LSD of each reconstruction to its original, and of the original to the first utterance in
     ``utterances[speaker]`` with other content (the baseline)."""
     rate = corpus.sample_rate
-    mcd, lsd, baseline_mcd, baseline_lsd = [], [], [], []
+    mcd, lsd, baseline_mcd, baseline_lsd, voiced, original_voiced = [], [], [], [], [], []
     for i, clip in enumerate(tqdm(clips, desc="reconstruction", unit="clip", disable=not progress, leave=False,
                                   file=sys.stderr)):
         mcd.append(mel_cepstral_distortion(clip.audio, reconstructions[i], rate))
         lsd.append(log_spectral_distance(clip.audio, reconstructions[i], rate))
+        voiced.append(voiced_share(reconstructions[i], rate))
+        original_voiced.append(voiced_share(clip.audio, rate))
         other = next((j for j in utterances[clip.speaker]
                       if j != clip.utterance and (not clip.sentence or sentences[j] != clip.sentence)), None)
         if other is not None:
@@ -373,7 +375,8 @@ def _reconstruction(corpus: PreparedCorpus, sentences: Sequence[str], utterances
             baseline_mcd.append(mel_cepstral_distortion(clip.audio, reference, rate))
             baseline_lsd.append(log_spectral_distance(clip.audio, reference, rate))
     return {"mcd_db": _mean(mcd), "lsd_db": _mean(lsd), "baseline_mcd_db": _mean(baseline_mcd),
-            "baseline_lsd_db": _mean(baseline_lsd), "clips": len(clips), "baseline_pairs": len(baseline_mcd),
+            "baseline_lsd_db": _mean(baseline_lsd), "voiced_share": _mean(voiced),
+            "original_voiced_share": _mean(original_voiced), "clips": len(clips), "baseline_pairs": len(baseline_mcd),
             "clip_seconds": _mean([len(clip.audio) / rate for clip in clips]), "max_seconds": seconds}
 
 
@@ -597,6 +600,8 @@ def format_markdown(report: dict) -> str:
         "against another utterance of its speaker |",
         f"| reconstruction log-spectral distance | {_number(rec['lsd_db'], '.2f', ' dB')} | "
         f"{_number(rec['baseline_lsd_db'], '.2f', ' dB')}: the same baseline |",
+        f"| reconstructions' frames voiced (pYIN) | {_percent(rec['voiced_share'])} | "
+        f"{_percent(rec['original_voiced_share'])}: the originals; near 0 is noise without harmonics |",
     ]
     if spk["available"]:
         chance = f"chance {_percent(spk['chance'])} ({spk['classes']} speakers)"
