@@ -46,8 +46,8 @@ from audio_vqvae.checkpoint import load_checkpoint, model_from_checkpoint
 from audio_vqvae.config import DataConfig
 from audio_vqvae.data import PreparedCorpus, ensure_prepared
 from audio_vqvae.errors import InputError
-from audio_vqvae.evaluation.metrics import (code_statistics, log_spectral_distance, median_f0,
-                                            mel_cepstral_distortion, voiced_share)
+from audio_vqvae.evaluation.metrics import (PitchTrack, code_statistics, log_spectral_distance, median_f0,
+                                            mel_cepstral_distortion, pitch_track, voiced_share)
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.model import VQVAE
 
@@ -179,14 +179,15 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
     reconstructions = generated[:len(clips)]
     conversions = [(i, target, audio) for (i, target), audio in zip(rows[len(clips):], generated[len(clips):])]
     with _timed(timings, "reconstruction_metrics"):
+        originals = [pitch_track(clip.audio, rate) for clip in clips]  # voicing here, f0 in the parallel part
         others = {name: heldout.get(name, []) + train.get(name, []) for name in {clip.speaker for clip in clips}}
-        reconstruction = _reconstruction(prepared, sentences, others, clips, reconstructions, settings.seconds,
-                                         progress)
+        reconstruction = _reconstruction(prepared, sentences, others, clips, originals, reconstructions,
+                                         settings.seconds, progress)
     with _timed(timings, "speaker_id"):
         speaker_id = _speaker_id(prepared, {name: train[name] for name in train_speakers}, clips, reconstructions,
                                  conversions, name_of, settings, progress)
     with _timed(timings, "parallel"):
-        parallel = _parallel(prepared, sentences, clips, conversions, name_of, progress)
+        parallel = _parallel(prepared, sentences, clips, originals, conversions, name_of, progress)
 
     report = {
         "checkpoint": str(checkpoint),
@@ -356,10 +357,11 @@ def _generate(model: VQVAE, clips: Sequence[Clip], rows: Sequence[tuple[int, int
 
 
 def _reconstruction(corpus: PreparedCorpus, sentences: Sequence[str], utterances: dict[str, list[int]],
-                    clips: Sequence[Clip], reconstructions: Sequence[np.ndarray], seconds: float,
-                    progress: bool) -> dict:
+                    clips: Sequence[Clip], originals: Sequence[PitchTrack], reconstructions: Sequence[np.ndarray],
+                    seconds: float, progress: bool) -> dict:
     """MCD and LSD of each reconstruction to its original, and of the original to the first utterance in
-    ``utterances[speaker]`` with other content (the baseline)."""
+    ``utterances[speaker]`` with other content (the baseline); voiced shares of both (``originals``: the
+    clips' pitch tracks)."""
     rate = corpus.sample_rate
     mcd, lsd, baseline_mcd, baseline_lsd, voiced, original_voiced = [], [], [], [], [], []
     for i, clip in enumerate(tqdm(clips, desc="reconstruction", unit="clip", disable=not progress, leave=False,
@@ -367,7 +369,7 @@ def _reconstruction(corpus: PreparedCorpus, sentences: Sequence[str], utterances
         mcd.append(mel_cepstral_distortion(clip.audio, reconstructions[i], rate))
         lsd.append(log_spectral_distance(clip.audio, reconstructions[i], rate))
         voiced.append(voiced_share(reconstructions[i], rate))
-        original_voiced.append(voiced_share(clip.audio, rate))
+        original_voiced.append(originals[i].voiced_share)
         other = next((j for j in utterances[clip.speaker]
                       if j != clip.utterance and (not clip.sentence or sentences[j] != clip.sentence)), None)
         if other is not None:
@@ -437,7 +439,7 @@ def _speaker_id(corpus: PreparedCorpus, train: dict[str, list[int]], clips: Sequ
 
 
 def _parallel(corpus: PreparedCorpus, sentences: Sequence[str], clips: Sequence[Clip],
-              conversions: Sequence[tuple[int, int, np.ndarray]], name_of: dict[int, str], progress: bool) -> dict:
+              originals: Sequence[PitchTrack], conversions: Sequence[tuple[int, int, np.ndarray]], name_of: dict[int, str], progress: bool) -> dict:
     """Conversions against the target speaker's own reading of the same sentence (DTW-aligned MCD, f0)."""
     if not conversions:
         return {"available": False, "reason": "no conversions (one training speaker, or --conversions 0)"}
@@ -471,7 +473,7 @@ def _parallel(corpus: PreparedCorpus, sentences: Sequence[str], clips: Sequence[
         source_mcd.append(mel_cepstral_distortion(reference, clip.audio, rate, dtw=True))
         target_f0 = f0((reading, excerpt_length), reference)
         ratios.append(f0((i, target), audio) / target_f0)
-        source_ratios.append(f0((i, None), clip.audio) / target_f0)
+        source_ratios.append(originals[i].median_f0 / target_f0)
     voiced = np.array([r for r in ratios if math.isfinite(r)])
     source_voiced = np.array([r for r in source_ratios if math.isfinite(r)])
     return {

@@ -111,25 +111,41 @@ def log_spectral_distance(reference: np.ndarray, other: np.ndarray, sample_rate:
     return float(np.sqrt((difference ** 2).mean(axis=0)).mean())
 
 
-def pitch_track(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class PitchTrack:
     """pYIN's f0 (Hz, NaN where unvoiced) and voiced flags, one frame per 10 ms."""
+
+    f0: np.ndarray
+    voiced: np.ndarray
+
+    @property
+    def median_f0(self) -> float:
+        """Median f0 in Hz of the voiced frames; NaN when none is."""
+        return float(np.median(self.f0[self.voiced])) if self.voiced.any() else math.nan
+
+    @property
+    def voiced_share(self) -> float:
+        """Share of the frames called voiced (0 for audio shorter than one frame)."""
+        return float(self.voiced.mean()) if self.voiced.size else 0.0
+
+
+def pitch_track(audio: np.ndarray, sample_rate: int) -> PitchTrack:
+    """Track f0 with pYIN, 50-500 Hz in steps of 0.2 semitone, one frame per 10 ms."""
     frame_length = 2 ** round(math.log2(0.064 * sample_rate))  # two periods of the lowest f0
     f0, voiced, _ = librosa.pyin(np.asarray(audio, dtype=np.float32), fmin=F0_RANGE[0], fmax=F0_RANGE[1],
                                  sr=sample_rate, frame_length=frame_length, hop_length=max(1, sample_rate // 100),
                                  resolution=F0_RESOLUTION)
-    return f0, voiced
+    return PitchTrack(f0, voiced)
 
 
 def median_f0(audio: np.ndarray, sample_rate: int) -> float:
     """Median f0 in Hz of the frames pYIN calls voiced; NaN when none is."""
-    f0, voiced = pitch_track(audio, sample_rate)
-    return float(np.median(f0[voiced])) if voiced.any() else math.nan
+    return pitch_track(audio, sample_rate).median_f0
 
 
 def voiced_share(audio: np.ndarray, sample_rate: int) -> float:
     """Share of the frames pYIN calls voiced (0 for audio shorter than one frame)."""
-    _, voiced = pitch_track(audio, sample_rate)
-    return float(voiced.mean()) if voiced.size else 0.0
+    return pitch_track(audio, sample_rate).voiced_share
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from audio_vqvae.config import ModelConfig
-from audio_vqvae.generation.engine import _ThreadChooser, fused_available, generate
+from audio_vqvae.generation.engine import THREAD_PROBE_STEPS, fused_available, generate
 from audio_vqvae.wavenet import WaveNet
 
 R9Y9_SAMPLES_PER_SECOND = 234.0  # r9y9/wavenet_vocoder, SMALL shape, batch 1, 2 threads: quoted, not measured here
@@ -66,8 +66,8 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
             if method is None:
                 run = lambda: decoder.generate(conditioning, speaker, generator=torch.Generator().manual_seed(0))  # noqa: E731
             else:
-                # Compile / load the kernels: one utterance probes two threads, then one, PROBE_STEPS each.
-                warm = conditioning[:, :, :2 * _ThreadChooser.PROBE_STEPS + 64]
+                # Compile / load the kernels: one utterance probes two threads, then one, THREAD_PROBE_STEPS each.
+                warm = conditioning[:, :, :2 * THREAD_PROBE_STEPS + 64]
                 generate(decoder, warm, speaker, seeds=range(batch), method=method)
                 run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method)  # noqa: E731
             times = [_time(run) for _ in range(max(1, repeats))]

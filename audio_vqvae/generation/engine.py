@@ -42,6 +42,7 @@ from audio_vqvae.wavenet import GenerationOutput, WaveNet
 Method = Literal["auto", "fused", "torch"]
 CHUNK_BYTES = 64 * 2**20  # PyTorch path: gate biases computed at once (all utterances), bounds their memory
 FUSED_CHUNK_SAMPLES = 2**15  # fused path, batch > 1: samples (all utterances) per kernel call, paces progress
+THREAD_PROBE_STEPS = 512  # fused path, one utterance: steps timed with two threads, then with one
 # Fused path, one utterance: its precomputed gate biases, one buffer reused by every chunk. Small enough
 # to stay in L3 next to the weights; a larger buffer's first touch alone (a page fault per 4 KB) cost
 # ~6 us per step of the first chunk, a quarter of a step's time.
@@ -315,7 +316,7 @@ def _lane_block_starts(batch: int, threads: int, lanes: int) -> np.ndarray:
 class _ThreadChooser:
     """Picks one or two threads per chunk for a single utterance from the speed measured so far."""
 
-    PROBE_STEPS = 512
+    PROBE_STEPS = THREAD_PROBE_STEPS
     REPROBE_EVERY = 32  # chunks
 
     def __init__(self, enabled: bool):

@@ -837,5 +837,6 @@ class FusedWeights:
 
     def arguments(self, utterance: bool = False) -> tuple:
         """The weights in the order the kernels take them (``utterance``: one utterance's kernels)."""
-        return (self.audio if utterance else self.dilated, self.residual, self.residual_bias, self.skip, self.skip_bias, self.embedding, self.out1,
-                self.out1_bias, self.out2, self.out2_bias, self.dilations, self.offsets)
+        return (self.audio if utterance else self.dilated, self.residual, self.residual_bias, self.skip,
+                self.skip_bias, self.embedding, self.out1, self.out1_bias, self.out2, self.out2_bias, self.dilations,
+                self.offsets)
