@@ -157,6 +157,13 @@ class ModelConfig(_Config):
     sample_rate: int = 16000
     num_speakers: int = 1
     time_jitter: float = 0.12
+    # The decoder models x[t] - preemphasis * x[t-1] and generation inverts it (0 = off, the paper's
+    # setting): tilts the decoder's white noise towards the low frequencies; see audio_vqvae.emphasis.
+    preemphasis: float = 0.0
+    # Training only: the decoder's input samples (not its targets) get Gaussian noise of this standard
+    # deviation in μ-law classes, rounded, so that it learns to continue from the imperfect samples it
+    # draws itself when generating (FFTNet's injected noise, Jin et al. 2018). 0 = off, the paper's setting.
+    input_noise: float = 0.0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     decoder: WaveNetConfig = field(default_factory=WaveNetConfig)
@@ -189,6 +196,10 @@ class ModelConfig(_Config):
         _require_positive(self, "num_speakers")
         if not 0.0 <= self.time_jitter < 1.0:
             raise ConfigError(f"time_jitter must be in [0, 1), got {self.time_jitter}")
+        if self.input_noise < 0.0:
+            raise ConfigError(f"input_noise must be 0 or more (μ-law classes), got {self.input_noise}")
+        if not 0.0 <= self.preemphasis < 1.0:
+            raise ConfigError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
         self.encoder.validate()
         self.quantizer.validate()
         self.decoder.validate()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audio_vqvae.config import ModelConfig
+from audio_vqvae.emphasis import deemphasis, preemphasis
 from audio_vqvae.encoder import Encoder
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.quantizer import VectorQuantizer, time_jitter
@@ -101,6 +102,24 @@ class VQVAE(nn.Module):
             upsampled = F.pad(upsampled, (0, length - upsampled.shape[2]), mode="replicate")
         return upsampled[:, :, :length]
 
+    def targets(self, audio: torch.Tensor) -> torch.Tensor:
+        """The decoder's μ-law classes for Tensor[B x T] audio: LongTensor[B x T] (after pre-emphasis, if any)."""
+        return mu_law_encode(preemphasis(audio, self.config.preemphasis), self.decoder.quantization_channels)
+
+    def waveform(self, classes: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`targets`: LongTensor[B x T] of generated classes -> Tensor[B x T] audio in [-1, 1]."""
+        audio = mu_law_decode(classes, self.decoder.quantization_channels)
+        if self.config.preemphasis:
+            audio = deemphasis(audio, self.config.preemphasis).clamp(-1.0, 1.0)
+        return audio
+
+    def _noisy_inputs(self, targets: torch.Tensor) -> torch.Tensor:
+        """The decoder's input classes: the targets, plus rounded Gaussian noise while training (``input_noise``)."""
+        if not self.training or self.config.input_noise <= 0:
+            return targets
+        noise = torch.round(torch.randn(targets.shape, device=targets.device) * self.config.input_noise).long()
+        return (targets + noise).clamp(0, self.decoder.quantization_channels - 1)
+
     # ------------------------------------------------------------------ public API
 
     def forward(self, audio: torch.Tensor, speaker: torch.Tensor, codes: Optional[torch.Tensor] = None) -> VQVAEOutput:
@@ -127,8 +146,8 @@ class VQVAE(nn.Module):
             quantizer_loss, perplexity, codes_used = zero, zero, torch.unique(codes).numel() * torch.ones((), dtype=torch.long)
         if self.training:
             code_vectors = time_jitter(code_vectors, self.config.time_jitter)
-        targets = mu_law_encode(audio, self.decoder.quantization_channels)
-        logits = self.decoder(targets, self.conditioning(code_vectors, audio.shape[1]), speaker)
+        targets = self.targets(audio)
+        logits = self.decoder(self._noisy_inputs(targets), self.conditioning(code_vectors, audio.shape[1]), speaker)
         reconstruction = F.cross_entropy(logits.float(), targets)
         return VQVAEOutput(logits=logits, codes=codes, loss=reconstruction + quantizer_loss,
                            reconstruction=reconstruction, quantizer=quantizer_loss,
@@ -163,4 +182,4 @@ class VQVAE(nn.Module):
         conditioning = self.conditioning(self.quantizer.lookup(codes), codes.shape[1] * self.hop_length)
         generated = generate(self.decoder, conditioning, speaker, temperature=temperature, generator=generator,
                              method=method, progress=progress)
-        return mu_law_decode(generated.samples, self.decoder.quantization_channels)
+        return self.waveform(generated.samples)

@@ -78,6 +78,66 @@ def test_decode_generates_hop_samples_per_code_and_greedy_matches_teacher_forcin
     assert torch.equal(logits.argmax(1), mu_law_encode(audio))
 
 
+def test_preemphasis_is_exactly_inverted_by_deemphasis():
+    from audio_vqvae.emphasis import deemphasis, preemphasis
+    audio = torch.randn(3, 500, dtype=torch.float64)
+    emphasised = preemphasis(audio, 0.9)
+    assert torch.allclose(emphasised[:, 1:], audio[:, 1:] - 0.9 * audio[:, :-1])
+    assert torch.equal(emphasised[:, 0], audio[:, 0])
+    assert torch.allclose(deemphasis(emphasised, 0.9), audio, atol=1e-12)
+    assert preemphasis(audio, 0.0) is audio and deemphasis(audio, 0.0) is audio
+    # The point of it: white noise added to the emphasised signal comes out low-passed.
+    noise = deemphasis(torch.randn(1, 1 << 14, dtype=torch.float64), 0.9)
+    power = torch.fft.rfft(noise).abs().square()[0]
+    assert power[-1000:].mean() < 0.01 * power[1:1000].mean()
+
+
+def test_preemphasis_model_predicts_emphasised_classes_and_generates_plain_audio():
+    from audio_vqvae.emphasis import deemphasis, preemphasis
+    from audio_vqvae.generation.engine import generate
+    from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
+    import torch.nn.functional as F
+    model = VQVAE(tiny_config(preemphasis=0.9)).eval()
+    t = torch.arange(960) / 16000
+    audio = (0.5 * torch.sin(2 * math.pi * 200 * t)).unsqueeze(0)
+    targets = model.targets(audio)
+    assert torch.equal(targets, mu_law_encode(preemphasis(audio, 0.9)))
+    out = model(audio, torch.tensor([2]))
+    assert torch.allclose(out.reconstruction, F.cross_entropy(out.logits, targets))
+    assert (model.waveform(targets) - audio).abs().max() < 0.03  # μ-law error, low-passed
+    # decode = the generated classes, de-emphasised.
+    codes, speaker = torch.randint(0, 16, (2, 6)), torch.tensor([0, 1])
+    generated = model.decode(codes, speaker, temperature=0.0)
+    conditioning = model.conditioning(model.quantizer.lookup(codes), 96)
+    classes = generate(model.decoder, conditioning, speaker, temperature=0.0).samples
+    expected = deemphasis(mu_law_decode(classes), 0.9).clamp(-1, 1)
+    assert torch.allclose(generated, expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="preemphasis"):
+        VQVAE(tiny_config(preemphasis=1.0))
+
+
+def test_input_noise_perturbs_only_the_decoders_inputs_and_only_while_training():
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    model = VQVAE(tiny_config(input_noise=3.0, time_jitter=0.0))
+    targets = torch.randint(0, 256, (2, 5000))
+    difference = (model._noisy_inputs(targets) - targets).float()
+    assert 2.8 < difference.std() < 3.2 and abs(difference.mean()) < 0.1
+    edges = torch.tensor([[0] * 500 + [255] * 500])
+    assert model._noisy_inputs(edges).min() >= 0 and model._noisy_inputs(edges).max() <= 255
+    audio = torch.rand(1, 640) * 2 - 1
+    out = model(audio, torch.tensor([0]))
+    # The loss is against the clean targets, and the logits saw noisy inputs.
+    assert torch.allclose(out.reconstruction, F.cross_entropy(out.logits, model.targets(audio)))
+    clean = model.decoder(model.targets(audio), model.conditioning(model.quantizer.lookup(out.codes), 640),
+                          torch.tensor([0]))
+    assert not torch.allclose(out.logits, clean)
+    model.eval()
+    assert torch.equal(model._noisy_inputs(targets), targets)
+    with pytest.raises(ConfigError, match="input_noise"):
+        VQVAE(tiny_config(input_noise=-1.0))
+
+
 def test_tiny_model_overfits_one_clip():
     torch.manual_seed(0)
     model = VQVAE(tiny_config(**{"time_jitter": 0.0}))

@@ -67,7 +67,6 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
     """Generate every job (batched by similar length) and write each output file atomically."""
     from audio_vqvae.generation.audio_io import save_audio
     from audio_vqvae.generation.engine import generate
-    from audio_vqvae.mulaw import mu_law_decode
 
     hop, rate = model.hop_length, model.config.sample_rate
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].codes.shape[0])
@@ -99,7 +98,7 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
                 output = generate(model.decoder, conditioning, torch.tensor([job.speaker for job in batch]),
                                   temperature=temperature, seeds=[job.seed for job in batch], method=method,
                                   progress=report)
-            audio = mu_law_decode(output.samples, model.decoder.quantization_channels)
+            audio = model.waveform(output.samples)
             for row, job in enumerate(batch):
                 save_audio(job.output, audio[row, :lengths[row]], rate)
     finally:
