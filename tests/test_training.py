@@ -86,6 +86,16 @@ def test_resume_extends_a_finished_run(corpus, tmp_path):
     train(_config(corpus, max_steps=4, audio_every=100), tmp_path / "run", progress=False)
     with pytest.raises(Exception, match="--resume"):
         train(_config(corpus, max_steps=4, audio_every=100), tmp_path / "run", progress=False)
+    # A checkpoint written before a model option existed resumes with the option's default...
+    newest = list_checkpoints(tmp_path / "run")[-1]
+    payload = torch.load(newest, weights_only=False)
+    del payload["experiment"]["model"]["input_noise"], payload["experiment"]["model"]["preemphasis"]
+    torch.save(payload, newest)
+    # ...but a different model is refused, naming what differs.
+    changed = _config(corpus, max_steps=8, audio_every=100)
+    changed.model.input_noise = 1.0
+    with pytest.raises(Exception, match=r"differs from this run's \(input_noise\)"):
+        train(changed, tmp_path / "run", resume=True, progress=False)
     result = train(_config(corpus, max_steps=8, audio_every=100), tmp_path / "run", resume=True, progress=False)
     assert result.step == 8
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "train")] == list(range(1, 9))

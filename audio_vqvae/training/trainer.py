@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
-from audio_vqvae.config import ExperimentConfig
+from audio_vqvae.config import ExperimentConfig, ModelConfig
 from audio_vqvae.errors import AudioVQVAEError, CheckpointError, InputError
 from audio_vqvae.evaluation.metrics import code_statistics
 from audio_vqvae.model import VQVAE
@@ -214,8 +214,10 @@ class Trainer:
         saved = payload.get("experiment")
         if not isinstance(saved, dict):
             raise CheckpointError(f"{path}: not a training checkpoint (no experiment config); cannot resume from it")
-        if saved["model"] != self.config.model.to_dict():
-            changed = sorted(k for k in saved["model"] if saved["model"][k] != self.config.model.to_dict().get(k))
+        # Through the dataclass, so that a checkpoint written before a model option existed has its default.
+        saved_model, model = ModelConfig.from_dict(saved["model"]).to_dict(), self.config.model.to_dict()
+        if saved_model != model:
+            changed = sorted(k for k in saved_model.keys() | model.keys() if saved_model.get(k) != model.get(k))
             raise InputError(f"{path}: the model config differs from this run's ({', '.join(changed)}); "
                              "a run can only be resumed with the same model")
         names = [entry["name"] for entry in payload["speakers"]]
