@@ -439,7 +439,8 @@ def _speaker_id(corpus: PreparedCorpus, train: dict[str, list[int]], clips: Sequ
 
 
 def _parallel(corpus: PreparedCorpus, sentences: Sequence[str], clips: Sequence[Clip],
-              originals: Sequence[PitchTrack], conversions: Sequence[tuple[int, int, np.ndarray]], name_of: dict[int, str], progress: bool) -> dict:
+              originals: Sequence[PitchTrack], conversions: Sequence[tuple[int, int, np.ndarray]],
+              name_of: dict[int, str], progress: bool) -> dict:
     """Conversions against the target speaker's own reading of the same sentence (DTW-aligned MCD, f0)."""
     if not conversions:
         return {"available": False, "reason": "no conversions (one training speaker, or --conversions 0)"}
@@ -455,12 +456,7 @@ def _parallel(corpus: PreparedCorpus, sentences: Sequence[str], clips: Sequence[
                   "no target speaker read the sentence of a converted clip (not a parallel corpus)")
         return {"available": False, "reason": reason}
     conversion_mcd, source_mcd, ratios, source_ratios = [], [], [], []  # f0 ratios: NaN where a side is unvoiced
-    f0_cache: dict[Any, float] = {}
-
-    def f0(key: Any, audio: np.ndarray) -> float:
-        if key not in f0_cache:
-            f0_cache[key] = median_f0(audio, rate)
-        return f0_cache[key]
+    reading_f0: dict[tuple[int, int], float] = {}  # several clips are converted to the same target's reading
 
     for i, target, audio, reading in tqdm(pairs, desc="parallel", unit="pair", disable=not progress, leave=False,
                                           file=sys.stderr):
@@ -471,8 +467,10 @@ def _parallel(corpus: PreparedCorpus, sentences: Sequence[str], clips: Sequence[
         reference = corpus.samples(reading, 0, excerpt_length)
         conversion_mcd.append(mel_cepstral_distortion(reference, audio, rate, dtw=True))
         source_mcd.append(mel_cepstral_distortion(reference, clip.audio, rate, dtw=True))
-        target_f0 = f0((reading, excerpt_length), reference)
-        ratios.append(f0((i, target), audio) / target_f0)
+        if (reading, excerpt_length) not in reading_f0:
+            reading_f0[(reading, excerpt_length)] = median_f0(reference, rate)
+        target_f0 = reading_f0[(reading, excerpt_length)]
+        ratios.append(median_f0(audio, rate) / target_f0)
         source_ratios.append(originals[i].median_f0 / target_f0)
     voiced = np.array([r for r in ratios if math.isfinite(r)])
     source_voiced = np.array([r for r in source_ratios if math.isfinite(r)])

@@ -316,7 +316,6 @@ def _lane_block_starts(batch: int, threads: int, lanes: int) -> np.ndarray:
 class _ThreadChooser:
     """Picks one or two threads per chunk for a single utterance from the speed measured so far."""
 
-    PROBE_STEPS = THREAD_PROBE_STEPS
     REPROBE_EVERY = 32  # chunks
 
     def __init__(self, enabled: bool):
@@ -330,10 +329,10 @@ class _ThreadChooser:
         self.chunks += 1
         for mode in (True, False):
             if self.speed[mode] is None:
-                return mode, min(chunk_steps, self.PROBE_STEPS)
+                return mode, min(chunk_steps, THREAD_PROBE_STEPS)
         best = self.speed[True] >= self.speed[False]
         if self.chunks % self.REPROBE_EVERY == 0:  # conditions change: measure the other one again
-            return not best, min(chunk_steps, self.PROBE_STEPS)
+            return not best, min(chunk_steps, THREAD_PROBE_STEPS)
         return best, chunk_steps
 
     def record(self, mode: bool, steps: int, seconds: float) -> None:
