@@ -13,8 +13,10 @@ from audio_vqvae.checkpoint import save_checkpoint
 from audio_vqvae.cli import main
 from audio_vqvae.config import DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.data import prepare_corpus
-from audio_vqvae.evaluation.metrics import (MCD_SCALE, cepstral_distortion, code_statistics, log_spectral_distance,
-                                            median_f0, mel_cepstral_distortion, mel_cepstrum, voiced_share)
+from audio_vqvae.evaluation.metrics import (LEVELS, MCD_SCALE, cepstral_distortion, code_statistics, frame_levels,
+                                            level_bits, log_spectral_distance, lpc_reference_bits, median_f0,
+                                            mel_cepstral_distortion, mel_cepstrum, mu_law_class_bounds, voiced_share)
+from audio_vqvae.mulaw import mu_law_encode
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.model import VQVAE
 from data_trees import parallel_vctk, speech_like, write
@@ -77,6 +79,68 @@ def test_log_spectral_distance_of_identical_signals_and_of_a_known_gain():
     assert log_spectral_distance(noise, noise, 16000) == 0.0
     assert log_spectral_distance(noise, 2.0 * noise, 16000) == pytest.approx(20 * math.log10(2.0), abs=1e-4)
     assert log_spectral_distance(noise, 0.1 * noise, 16000) == pytest.approx(20.0, abs=1e-4)
+
+
+def test_mu_law_class_bounds_hold_exactly_the_values_encoded_to_the_class():
+    x = torch.cat([torch.linspace(-1, 1, 20001), torch.rand(5000) * 2 - 1, torch.tensor([-1.5, 1.5])])
+    classes = mu_law_encode(x).numpy()
+    low, high = mu_law_class_bounds(classes)
+    values = x.double().numpy()
+    assert np.all(low <= values) and np.all(values <= high)
+    low_all, high_all = mu_law_class_bounds(np.arange(256))
+    assert low_all[0] == -np.inf and high_all[255] == np.inf and np.allclose(high_all[:-1], low_all[1:])  # a partition
+    assert low_all[128] == 0.0 < high_all[128]  # silence encodes to class 128, at its lower edge
+
+
+def _discretised_gaussian_bits(signal, sigma):
+    """-log2 of the mass N(0, sigma) puts on each sample's μ-law class: what a predictor of 0 scores."""
+    from scipy.special import ndtr
+    low, high = mu_law_class_bounds(mu_law_encode(torch.from_numpy(signal)).numpy())
+    return -np.log2(ndtr(high / sigma) - ndtr(low / sigma))
+
+
+def test_lpc_reference_of_white_noise_is_the_discretised_gaussian():
+    # White noise has nothing to predict: the fitted predictor is ~0 and the score is that of N(0, sigma).
+    noise = np.random.default_rng(0).standard_normal(256 * 40) * 0.05
+    classes = mu_law_encode(torch.from_numpy(noise)).numpy()
+    bits = lpc_reference_bits(noise, classes, frame=256)
+    assert np.isnan(bits[:16]).all() and np.isfinite(bits[16:16 + 256 * 39]).all()
+    scored = np.isfinite(bits)
+    expected = _discretised_gaussian_bits(noise, 0.05)[scored].mean()
+    assert bits[scored].mean() == pytest.approx(expected, abs=0.1)
+
+
+def test_lpc_reference_predicts_a_resonance_and_skips_digital_silence():
+    # A lightly damped resonance (a formant) driven by small noise is almost all prediction.
+    rng = np.random.default_rng(1)
+    excitation = rng.standard_normal(256 * 20) * 0.002
+    radius, angle = 0.98, 2 * np.pi * 500 / 8000
+    a1, a2 = 2 * radius * np.cos(angle), -radius ** 2
+    resonance = np.zeros_like(excitation)
+    for t in range(len(excitation)):
+        resonance[t] = excitation[t] + a1 * resonance[t - 1] * (t >= 1) + a2 * resonance[t - 2] * (t >= 2)
+    resonance *= 0.1 / resonance.std()
+    classes = mu_law_encode(torch.from_numpy(resonance)).numpy()
+    predicted = np.nanmean(lpc_reference_bits(resonance, classes, frame=256))
+    unpredicted = _discretised_gaussian_bits(resonance, resonance.std()).mean()
+    assert predicted < unpredicted - 3.0  # well over 3 bits per sample explained by the envelope
+    silent = np.zeros(256 * 3)
+    assert np.isnan(lpc_reference_bits(silent, mu_law_encode(torch.from_numpy(silent)).numpy(), frame=256)).all()
+
+
+def test_frame_levels_and_level_bits_by_hand():
+    quiet, loud = 10 ** (-40 / 20), 10 ** (-10 / 20)  # RMS of a constant is its magnitude
+    audio = np.concatenate([np.full(4, 1e-4), np.full(4, quiet), np.full(4, loud), np.full(2, loud)])
+    assert frame_levels(audio, 4).tolist() == [0] * 4 + [1] * 4 + [2] * 6
+    decoder = np.arange(14, dtype=np.float64)
+    reference = np.where(np.arange(14) >= 8, 20.0, np.nan)
+    reference[13] = np.nan
+    result = level_bits(frame_levels(audio, 4), decoder, reference)
+    assert result["silence_share"] == pytest.approx(4 / 14) and result["loud_share"] == pytest.approx(6 / 14)
+    assert result["silence_bits_per_sample"] == 1.5 and result["silence_lpc_bits_per_sample"] is None
+    assert result["loud_bits_per_sample"] == pytest.approx(np.mean(decoder[8:]))
+    assert result["loud_scored_bits_per_sample"] == pytest.approx(np.mean(decoder[8:13]))
+    assert result["loud_lpc_bits_per_sample"] == 20.0
 
 
 def test_code_statistics_by_hand():
@@ -194,6 +258,11 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
 
     tf = report["teacher_forced"]
     assert 0 < tf["bits_per_sample"] < 16 and tf["chance_bits_per_sample"] == 8.0 and tf["utterances"] == 3
+    assert sum(tf[f"{level}_share"] for level in LEVELS) == pytest.approx(1.0)
+    # The level means, weighted by their shares, are the overall mean.
+    assert sum(tf[f"{level}_share"] * (tf[f"{level}_bits_per_sample"] or 0.0) for level in LEVELS) == \
+        pytest.approx(tf["bits_per_sample"], rel=1e-4)
+    assert tf["loud_lpc_bits_per_sample"] > 0 and tf["loud_scored_bits_per_sample"] > 0
     codes = report["codes"]
     assert codes["num_codes"] == 16 and 1 <= codes["codes_used"] <= 16
     assert codes["share_used"] == codes["codes_used"] / 16

@@ -39,14 +39,17 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from audio_vqvae.atomic import atomic_write
 from audio_vqvae.checkpoint import load_checkpoint, model_from_checkpoint
 from audio_vqvae.config import DataConfig
 from audio_vqvae.data import PreparedCorpus, ensure_prepared
+from audio_vqvae.emphasis import preemphasis
 from audio_vqvae.errors import InputError
-from audio_vqvae.evaluation.metrics import (PitchTrack, code_statistics, log_spectral_distance, median_f0,
+from audio_vqvae.evaluation.metrics import (LEVELS, PitchTrack, analysis_frames, code_statistics, frame_levels,
+                                            level_bits, lpc_reference_bits, log_spectral_distance, median_f0,
                                             mel_cepstral_distortion, pitch_track, voiced_share)
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.model import VQVAE
@@ -276,10 +279,13 @@ def select_heldout(corpus: PreparedCorpus, heldout: dict[str, list[int]], known:
 @torch.no_grad()
 def _teacher_forced(model: VQVAE, corpus: PreparedCorpus, utterances: Sequence[int],
                     progress: bool) -> tuple[dict, np.ndarray]:
-    """Bits per sample of whole utterances given their codes and speaker, and the counts of those codes."""
+    """Bits per sample of whole utterances given their codes and speaker, overall and by frame level next
+    to the envelope-only reference (:func:`~audio_vqvae.evaluation.metrics.level_bits`), and the counts of the codes."""
     device = next(model.parameters()).device
     nats, samples, used = 0.0, 0, 0
     counts = np.zeros(model.config.quantizer.num_codes, dtype=np.int64)
+    frame = analysis_frames(model.config.sample_rate)[0]
+    levels, decoder_bits, reference_bits = [], [], []
     for index in tqdm(utterances, desc="teacher forced", unit="utt", disable=not progress, leave=False,
                       file=sys.stderr):
         audio = corpus.samples(index)
@@ -287,13 +293,24 @@ def _teacher_forced(model: VQVAE, corpus: PreparedCorpus, utterances: Sequence[i
             continue
         used += 1
         speaker = torch.tensor([model.speaker_id(corpus.utterances[index]["speaker"])], device=device)
-        out = model(torch.from_numpy(audio).unsqueeze(0).to(device), speaker)
-        nats += float(out.reconstruction) * len(audio)
+        waveform = torch.from_numpy(audio).unsqueeze(0).to(device)
+        out = model(waveform, speaker)
+        targets = model.targets(waveform)
+        per_sample = F.cross_entropy(out.logits.float(), targets, reduction="none")[0]
+        nats += float(per_sample.sum())
         samples += len(audio)
         counts += np.bincount(out.codes.flatten().cpu().numpy(), minlength=len(counts))
+        # The reference scores the decoder's own classes, in its own domain (pre-emphasised, if it is).
+        levels.append(frame_levels(audio, frame))
+        decoder_bits.append(per_sample.cpu().numpy() / math.log(2))
+        reference_bits.append(lpc_reference_bits(preemphasis(waveform, model.config.preemphasis)[0].cpu().numpy(),
+                                                 targets[0].cpu().numpy(), frame,
+                                                 quantization_channels=model.decoder.quantization_channels))
     quantization = model.decoder.quantization_channels
+    by_level = level_bits(*(np.concatenate(parts) if parts else np.zeros(0)
+                            for parts in (levels, decoder_bits, reference_bits)))
     return {"bits_per_sample": nats / max(samples, 1) / math.log(2), "chance_bits_per_sample": math.log2(quantization),
-            "utterances": used, "seconds": samples / model.config.sample_rate}, counts
+            "utterances": used, "seconds": samples / model.config.sample_rate, **by_level}, counts
 
 
 def _clip(corpus: PreparedCorpus, model: VQVAE, index: int, sentence: str, seconds: float) -> Clip:
@@ -590,6 +607,7 @@ def format_markdown(report: dict) -> str:
         f"| teacher-forced bits per sample ({tf['utterances']} utterances, {tf['seconds']:.1f} s) | "
         f"{_number(tf['bits_per_sample'], '.3f')} | {tf['chance_bits_per_sample']:.0f} = uniform over the μ-law "
         "classes |",
+        *_level_rows(tf),
         f"| codebook perplexity | {_number(codes['perplexity'], '.1f')} | {codes['num_codes']} at uniform use of "
         "every code |",
         f"| codes used | {codes['codes_used']} / {codes['num_codes']} ({_percent(codes['share_used'])}) | |",
@@ -637,6 +655,23 @@ def format_markdown(report: dict) -> str:
     if absent or notes:
         lines += ["", *absent, *notes]
     return "\n".join(lines) + "\n"
+
+
+def _level_rows(tf: dict) -> list[str]:
+    """Markdown rows of the teacher-forced bits by frame level, each next to the envelope-only reference."""
+    rows = []
+    for level in LEVELS:
+        share = tf.get(f"{level}_share")
+        if not share:
+            continue
+        reference = tf.get(f"{level}_lpc_bits_per_sample")
+        against = ("frames below -50 dBFS" if level == "silence" or reference is None else
+                   f"{_number(reference, '.2f')} (the decoder on the same samples: "
+                   f"{_number(tf.get(f'{level}_scored_bits_per_sample'), '.2f')}): an order-16 linear predictor "
+                   "fitted to each frame, which knows its envelope but not its pitch pulses")
+        rows.append(f"| … in {level} frames ({_percent(share)} of the samples) | "
+                    f"{_number(tf.get(f'{level}_bits_per_sample'), '.2f')} | {against} |")
+    return rows
 
 
 def _number(value: Optional[float], spec: str, unit: str = "") -> str:
