@@ -634,8 +634,9 @@ def format_markdown(report: dict) -> str:
             f"{chance}; lower is better |",
             f"| generated clips (reconstructions and conversions) named as the most common speaker | "
             f"{_percent(spk['generated_top_share'])} ({spk['generated_top_prediction']}; "
-            f"{spk['generated_speakers_named']} of {spk['classes']} speakers named) | about {_percent(spk['chance'])} if spread over the "
-            "speakers; near 100 % means the classifier hears no speaker in generated audio |",
+            f"{spk['generated_speakers_named']} of {spk['classes']} speakers named) | "
+            f"about {_percent(spk['chance'])} if spread over the speakers; near 100 % means the classifier hears "
+            "no speaker in generated audio |",
         ]
     if par["available"]:
         lines += [

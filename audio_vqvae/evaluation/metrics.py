@@ -211,13 +211,13 @@ def mu_law_class_bounds(classes: np.ndarray, quantization_channels: int = 256) -
 
 def lpc_reference_bits(signal: np.ndarray, classes: np.ndarray, frame: int, order: int = LPC_ORDER,
                        quantization_channels: int = 256) -> np.ndarray:
-    """Bits of each μ-law class under a per-frame linear predictor of float[T] ``signal`` -> float[T] (NaN: not scored).
+    """Bits of each μ-law class under a per-frame linear predictor of float[T] ``signal`` -> float[T].
 
     For every whole frame of ``frame`` samples that has ``order`` samples of past, the order-``order``
     predictor of the Hann-windowed frame (autocorrelation method) predicts each sample from the true
     previous ones; the sample's class gets the probability mass that a Gaussian centred on the
     prediction, with the standard deviation of the frame's prediction error, puts on the class's
-    amplitude interval. All-zero frames are not scored.
+    amplitude interval. Samples outside such frames, and all-zero frames, are not scored (NaN).
     """
     signal = np.asarray(signal, dtype=np.float64)
     bits = np.full(len(signal), np.nan)
@@ -256,8 +256,9 @@ def level_bits(levels: np.ndarray, decoder_bits: np.ndarray, reference_bits: np.
     over the same samples as ``{level}_scored_bits_per_sample`` (None where nothing was scored).
 
     Example:
-        >>> level_bits(np.array([0, 2, 2]), np.array([0.5, 4.0, 6.0]), np.array([np.nan, 5.0, np.nan]))["loud_lpc_bits_per_sample"]
-        5.0
+        >>> split = level_bits(np.array([0, 2, 2]), np.array([0.5, 4.0, 6.0]), np.array([np.nan, 5.0, np.nan]))
+        >>> split["loud_bits_per_sample"], split["loud_scored_bits_per_sample"], split["loud_lpc_bits_per_sample"]
+        (5.0, 4.0, 5.0)
     """
     levels, decoder_bits, reference_bits = (np.asarray(a) for a in (levels, decoder_bits, reference_bits))
     result: dict = {}
