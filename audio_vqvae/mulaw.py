@@ -39,6 +39,23 @@ def mu_law_encode(audio: torch.Tensor, quantization_channels: int = 256) -> torc
 
 def mu_law_decode(classes: torch.Tensor, quantization_channels: int = 256) -> torch.Tensor:
     """Inverse of :func:`mu_law_encode`: LongTensor[...] of classes -> FloatTensor[...] in [-1, 1]."""
+    return mu_law_expand(2 * classes.float() / (quantization_channels - 1) - 1, quantization_channels)
+
+
+def mu_law_expand(companded: torch.Tensor, quantization_channels: int = 256) -> torch.Tensor:
+    """Inverse of :func:`mu_law_compress`: Tensor[...] of companded values in [-1, 1] -> audio in [-1, 1]."""
     mu = quantization_channels - 1
-    companded = 2 * classes.float() / mu - 1
     return torch.sign(companded) * torch.expm1(companded.abs() * math.log1p(mu)) / mu
+
+
+def mu_law_class_bounds(classes: torch.Tensor, quantization_channels: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The audio interval ``(low, high)`` that :func:`mu_law_encode` maps to each class: DoubleTensors like ``classes``.
+
+    Encoding rounds the companded value, so class q covers companded values within half a step of
+    ``2q / (Q - 1) - 1``; the end classes are open (everything beyond ±1 is clipped into them).
+    """
+    mu = quantization_channels - 1
+    q = classes.double()
+    low = mu_law_expand(((q - 0.5) * 2 / mu - 1).clamp(-1.0, 1.0), quantization_channels)
+    high = mu_law_expand(((q + 0.5) * 2 / mu - 1).clamp(-1.0, 1.0), quantization_channels)
+    return low.masked_fill(q <= 0, -math.inf), high.masked_fill(q >= mu, math.inf)

@@ -52,6 +52,9 @@ import numpy as np
 import scipy.fft
 import scipy.linalg
 import scipy.special
+import torch
+
+from audio_vqvae.mulaw import mu_law_class_bounds
 
 CEPSTRUM_ORDER = 24    # c1..c24 enter the distortion
 MEL_BANDS = 40
@@ -192,23 +195,6 @@ class CodeStatistics:
         return asdict(self)
 
 
-def mu_law_class_bounds(classes: np.ndarray, quantization_channels: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The linear-amplitude interval ``(low, high)`` that :func:`~audio_vqvae.mulaw.mu_law_encode` maps to each class.
-
-    Encoding rounds the companded value, so class q covers companded values within half a step of
-    ``2q / (Q - 1) - 1``; the end classes are open (everything beyond ±1 is clipped into them).
-    """
-    mu = quantization_channels - 1
-    q = np.asarray(classes, dtype=np.float64)
-
-    def linear(companded: np.ndarray) -> np.ndarray:
-        companded = np.clip(companded, -1.0, 1.0)
-        return np.sign(companded) * np.expm1(np.abs(companded) * math.log1p(mu)) / mu
-
-    low, high = linear((q - 0.5) * 2.0 / mu - 1.0), linear((q + 0.5) * 2.0 / mu - 1.0)
-    return np.where(q <= 0, -np.inf, low), np.where(q >= mu, np.inf, high)
-
-
 def lpc_reference_bits(signal: np.ndarray, classes: np.ndarray, frame: int, order: int = LPC_ORDER,
                        quantization_channels: int = 256) -> np.ndarray:
     """Bits of each μ-law class under a per-frame linear predictor of float[T] ``signal`` -> float[T].
@@ -222,6 +208,7 @@ def lpc_reference_bits(signal: np.ndarray, classes: np.ndarray, frame: int, orde
     signal = np.asarray(signal, dtype=np.float64)
     bits = np.full(len(signal), np.nan)
     window = np.hanning(frame)
+    lows, highs = (bound.numpy() for bound in mu_law_class_bounds(torch.as_tensor(classes), quantization_channels))
     for start in range(order, len(signal) - frame + 1, frame):
         piece = signal[start:start + frame]
         windowed = piece * window
@@ -233,7 +220,7 @@ def lpc_reference_bits(signal: np.ndarray, classes: np.ndarray, frame: int, orde
         past = np.stack([signal[start - k:start + frame - k] for k in range(1, order + 1)], axis=1)
         prediction = past @ coefficients
         spread = max(float(np.std(piece - prediction)), 1e-6)
-        low, high = mu_law_class_bounds(classes[start:start + frame], quantization_channels)
+        low, high = lows[start:start + frame], highs[start:start + frame]
         mass = (scipy.special.ndtr((high - prediction) / spread) - scipy.special.ndtr((low - prediction) / spread))
         bits[start:start + frame] = -np.log2(np.maximum(mass, MIN_PROBABILITY))
     return bits
