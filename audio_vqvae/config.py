@@ -132,6 +132,16 @@ class WaveNetConfig(_Config):
     conditioning_channels: int = 128
     speaker_dim: int = 64
     quantization_channels: int = 256
+    # Source excitation (0 = off, the paper's model): the decoder's conditioning also gets K harmonics of
+    # the glottal cycle, v cos kφ and v sin kφ at the sample rate, the voicing v and the log-f0, from f0
+    # tracked in `prepare` (phase measured in the audio) or, when generating, the source's f0 moved to the
+    # target speaker. See audio_vqvae.pitch.
+    excitation_harmonics: int = 0
+
+    @property
+    def excitation_channels(self) -> int:
+        """Inputs of the excitation projection: 2 per harmonic, voicing and log-f0 (0 when off)."""
+        return 2 * self.excitation_harmonics + 2 if self.excitation_harmonics else 0
 
     @property
     def dilations(self) -> list[int]:
@@ -146,6 +156,8 @@ class WaveNetConfig(_Config):
         for name in ("stacks", "layers_per_stack", "residual_channels", "gate_channels", "skip_channels",
                      "conditioning_channels", "speaker_dim", "quantization_channels"):
             _require_positive(self, name)
+        if self.excitation_harmonics < 0:
+            raise ConfigError(f"decoder.excitation_harmonics must be 0 (off) or more, got {self.excitation_harmonics}")
         if self.gate_channels % 2:
             raise ConfigError(f"decoder.gate_channels must be even (tanh and sigmoid halves), got {self.gate_channels}")
 

@@ -24,6 +24,7 @@ from audio_vqvae.config import ModelConfig
 from audio_vqvae.emphasis import deemphasis, preemphasis
 from audio_vqvae.encoder import Encoder
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
+from audio_vqvae.pitch import excitation
 from audio_vqvae.quantizer import VectorQuantizer, time_jitter
 from audio_vqvae.wavenet import WaveNet
 
@@ -92,15 +93,30 @@ class VQVAE(nn.Module):
         if audio.shape[1] < self.hop_length:
             raise ValueError(f"audio needs at least hop_length={self.hop_length} samples, got {audio.shape[1]}")
 
-    def conditioning(self, quantized: torch.Tensor, length: int) -> torch.Tensor:
+    @property
+    def needs_pitch(self) -> bool:
+        """Whether the decoder takes a source excitation, so that every call needs the f0 (``pitch`` rows)."""
+        return self.decoder.excitation is not None
+
+    def conditioning(self, quantized: torch.Tensor, length: int, pitch: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Upsample Tensor[B x D x T'] code vectors to Tensor[B x C x length] at the sample rate.
 
-        When ``length`` is not a multiple of the hop, the last frame's conditioning is held.
+        When ``length`` is not a multiple of the hop, the last frame's conditioning is held. A model with
+        a source excitation adds its projection of ``pitch``, Tensor[B x 3 x length] of sample-rate
+        ``(phase, f0, voiced)`` rows (:func:`audio_vqvae.pitch.sample_pitch`).
         """
         upsampled = self.decoder.upsample(quantized)
         if upsampled.shape[2] < length:
             upsampled = F.pad(upsampled, (0, length - upsampled.shape[2]), mode="replicate")
-        return upsampled[:, :, :length]
+        upsampled = upsampled[:, :, :length]
+        if self.decoder.excitation is None:
+            return upsampled
+        if pitch is None:
+            raise ValueError("this model's decoder takes a source excitation: pass the pitch rows (phase, f0, voiced)")
+        if pitch.dim() != 3 or pitch.shape[0] != upsampled.shape[0] or pitch.shape[1:] != (3, length):
+            raise ValueError(f"pitch must have shape ({upsampled.shape[0]}, 3, {length}), got {tuple(pitch.shape)}")
+        source = excitation(pitch.to(upsampled.dtype), self.config.decoder.excitation_harmonics, self.config.sample_rate)
+        return upsampled + self.decoder.excitation(source)
 
     def targets(self, audio: torch.Tensor) -> torch.Tensor:
         """The decoder's μ-law classes for Tensor[B x T] audio: LongTensor[B x T] (after pre-emphasis, if any)."""
@@ -122,7 +138,8 @@ class VQVAE(nn.Module):
 
     # ------------------------------------------------------------------ public API
 
-    def forward(self, audio: torch.Tensor, speaker: torch.Tensor, codes: Optional[torch.Tensor] = None) -> VQVAEOutput:
+    def forward(self, audio: torch.Tensor, speaker: torch.Tensor, codes: Optional[torch.Tensor] = None,
+                pitch: Optional[torch.Tensor] = None) -> VQVAEOutput:
         """Teacher-forced pass.
 
         Args:
@@ -130,6 +147,7 @@ class VQVAE(nn.Module):
             speaker: LongTensor[B] of speaker ids.
             codes: optional LongTensor[B x T // hop]; if given the decoder is conditioned on these codes
                 instead of the encoding of ``audio`` (no quantizer loss, no codebook update).
+            pitch: Tensor[B x 3 x T] ``(phase, f0, voiced)`` rows, required when :attr:`needs_pitch`.
 
         Returns:
             :class:`VQVAEOutput`.
@@ -147,7 +165,8 @@ class VQVAE(nn.Module):
         if self.training:
             code_vectors = time_jitter(code_vectors, self.config.time_jitter)
         targets = self.targets(audio)
-        logits = self.decoder(self._noisy_inputs(targets), self.conditioning(code_vectors, audio.shape[1]), speaker)
+        conditioning = self.conditioning(code_vectors, audio.shape[1], pitch)
+        logits = self.decoder(self._noisy_inputs(targets), conditioning, speaker)
         reconstruction = F.cross_entropy(logits.float(), targets)
         return VQVAEOutput(logits=logits, codes=codes, loss=reconstruction + quantizer_loss,
                            reconstruction=reconstruction, quantizer=quantizer_loss,
@@ -162,7 +181,8 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,
                generator: Optional[torch.Generator] = None,
-               progress: Optional[Callable[[int], None]] = None, method: str = "auto") -> torch.Tensor:
+               progress: Optional[Callable[[int], None]] = None, method: str = "auto",
+               pitch: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generate audio autoregressively from codes, on the fastest available path.
 
         Args:
@@ -173,13 +193,15 @@ class VQVAE(nn.Module):
             progress: called with the number of samples generated so far.
             method: ``"auto"`` (fused CPU kernels on CPU when numba is available, else PyTorch), ``"fused"``
                 or ``"torch"``; see :func:`audio_vqvae.generation.generate`.
+            pitch: Tensor[B x 3 x T' * hop] ``(phase, f0, voiced)`` rows, required when :attr:`needs_pitch`
+                (:func:`audio_vqvae.pitch.sample_pitch` of the f0 to speak with, phase integrated).
 
         Returns:
             Tensor[B x T' * hop] in [-1, 1].
         """
         from audio_vqvae.generation.engine import generate  # imported here: numba loads only when generating
 
-        conditioning = self.conditioning(self.quantizer.lookup(codes), codes.shape[1] * self.hop_length)
+        conditioning = self.conditioning(self.quantizer.lookup(codes), codes.shape[1] * self.hop_length, pitch)
         generated = generate(self.decoder, conditioning, speaker, temperature=temperature, generator=generator,
                              method=method, progress=progress)
         return self.waveform(generated.samples)

@@ -150,6 +150,11 @@ class WaveNet(nn.Module):
         self.output = nn.Sequential(
             nn.ReLU(), nn.Conv1d(config.skip_channels, config.skip_channels, kernel_size=1),
             nn.ReLU(), nn.Conv1d(config.skip_channels, config.quantization_channels, kernel_size=1))
+        # Source excitation (audio_vqvae.pitch.excitation) -> the conditioning's channels, added to the
+        # upsampled codes: every layer's conditioning projection sees it at no extra per-layer cost.
+        # Made last, and only when on, so the paper's model is initialised exactly as before.
+        self.excitation = (nn.Conv1d(config.excitation_channels, config.conditioning_channels, kernel_size=1, bias=False)
+                           if config.excitation_harmonics else None)
 
     @property
     def receptive_field(self) -> int:

@@ -153,3 +153,91 @@ def test_bench_runs_every_method_and_prints_the_table(checkpoint, capsys):
     assert "| preset | method | batch | samples/s | × real time | vs PyTorch queue |" in out
     assert out.count("fused (numba)") >= 2 + 2 and "pytorch-queue (WaveNet.generate)" in out
     assert "r9y9" in out
+
+
+# ------------------------------------------------------------------ a model with a source excitation
+
+
+@pytest.fixture(scope="session")
+def pitch_checkpoint(tmp_path_factory):
+    config = ModelConfig(
+        sample_rate=RATE, num_speakers=3,
+        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
+        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
+        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
+                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=2))
+    torch.manual_seed(0)
+    table = [{"id": i, "name": name, "log_f0_mean": mean, "log_f0_std": 0.1}
+             for i, (name, mean) in enumerate(zip(SPEAKERS, (4.6, 5.3, 5.0)))]
+    path = tmp_path_factory.mktemp("pitch-model") / "pitch.pt"
+    save_checkpoint(path, VQVAE(config, speakers=table))
+    return path
+
+
+def test_pitch_model_encode_writes_codes_and_f0_and_decode_reads_them(pitch_checkpoint, speech, tmp_path, capsys):
+    codes_path = tmp_path / "codes.npz"
+    assert run("encode", "--checkpoint", pitch_checkpoint, "--input", speech, "--output", codes_path) == 0
+    with np.load(codes_path) as saved:
+        assert set(saved.files) == {"codes", "f0", "log_f0", "sample_rate"}
+        assert saved["codes"].dtype == np.int64 and int(saved["sample_rate"]) == RATE
+        f0 = saved["f0"]
+        assert np.median(f0[f0 > 0]) == pytest.approx(220, rel=0.02)  # the fixture's tone
+        assert len(f0) == int(0.3 * RATE) // 80 + 1
+    out = tmp_path / "decoded.wav"
+    assert run("decode", "--checkpoint", pitch_checkpoint, "--input", codes_path, "--speaker", "p226",
+               "--output", out, "--pitch-shift", "-3", "--no-progress") == 0
+    assert soundfile.read(out)[0].shape[0] == (int(0.3 * RATE) // 8) * 8
+    # The wrong suffix for this model's codes file is refused before anything is written.
+    assert run("encode", "--checkpoint", pitch_checkpoint, "--input", speech, "--output", tmp_path / "c.npy") == 2
+    assert ".npz" in capsys.readouterr().err and not (tmp_path / "c.npy").exists()
+
+
+def test_pitch_model_refuses_a_codes_only_file_and_a_broken_npz(pitch_checkpoint, tmp_path, capsys):
+    np.save(tmp_path / "codes.npy", np.array([1, 2, 3], np.int64))
+    out = tmp_path / "out.wav"
+    assert run("decode", "--checkpoint", pitch_checkpoint, "--input", tmp_path / "codes.npy", "--speaker", "p231",
+               "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "codes only" in err and "encode" in err
+    np.savez(tmp_path / "half.npz", codes=np.array([1, 2], np.int64))
+    assert run("decode", "--checkpoint", pitch_checkpoint, "--input", tmp_path / "half.npz", "--speaker", "p231",
+               "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing f0, log_f0, sample_rate" in err
+    assert not out.exists()
+
+
+def test_pitch_model_refuses_unvoiced_only_input(pitch_checkpoint, tmp_path, capsys):
+    noise = tmp_path / "p225_whisper.wav"
+    soundfile.write(noise, 0.1 * np.random.default_rng(3).standard_normal(RATE), RATE)
+    out = tmp_path / "out.wav"
+    assert run("convert", "--checkpoint", pitch_checkpoint, "--input", noise, "--speaker", "p226", "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no voiced frame" in err and "p225_whisper.wav" in err
+    assert not out.exists()
+    short = tmp_path / "p225_short.wav"
+    soundfile.write(short, np.zeros(4), RATE)  # shorter than one frame of the model
+    assert run("convert", "--checkpoint", pitch_checkpoint, "--input", short, "--speaker", "p226", "--output", out) == 2
+    assert "too short" in capsys.readouterr().err and not out.exists()
+
+
+def test_pitch_model_conversion_moves_f0_unless_kept(pitch_checkpoint, speech, tmp_path, monkeypatch):
+    """The f0 a conversion speaks with: moved to the target's range, kept, or shifted, as asked."""
+    from audio_vqvae.generation import cli as generation_cli
+
+    spoken = []
+    original = generation_cli.run_jobs
+
+    def record(model, jobs, *args, **kwargs):
+        spoken.extend(float(np.median(job.pitch[1][job.pitch[2] == 1])) for job in jobs)
+        return original(model, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(generation_cli, "run_jobs", record)
+    base = ["convert", "--checkpoint", pitch_checkpoint, "--input", speech, "--speaker", "p226", "--no-progress"]
+    assert run(*base, "--output", tmp_path / "a.wav") == 0
+    assert run(*base, "--output", tmp_path / "b.wav", "--keep-pitch") == 0
+    assert run(*base, "--output", tmp_path / "c.wav", "--keep-pitch", "--pitch-shift", "12") == 0
+    moved, kept, octave = spoken
+    # The file is named after p225 (ln-f0 mean 4.6): p226's mean is 0.7 higher in ln f0.
+    assert moved == pytest.approx(kept * np.exp(0.7), rel=0.02)
+    assert kept == pytest.approx(220, rel=0.02) and octave == pytest.approx(440, rel=0.02)

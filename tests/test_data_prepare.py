@@ -171,3 +171,45 @@ def test_ensure_prepared_demo_default_locations(monkeypatch, tmp_path):
     assert again.cache_dir == prepared.cache_dir
     manifest = json.loads((prepared.cache_dir / "manifest.json").read_text())
     assert manifest["settings"]["corpus"] == "vctk" and manifest["layout"] == "vctk-0.92"
+
+
+def test_pitch_is_tracked_once_and_lands_on_the_stored_audio(tmp_path, folders_tree):
+    """After trimming and resampling (16 kHz -> 8 kHz) the stored f0 and phase describe the stored audio."""
+    from audio_vqvae.pitch import num_pitch_frames, track_pitch
+
+    prepared = _prepare(folders_tree, tmp_path / "cache", sample_rate=8000)
+    hop = prepared.pitch_hop
+    assert hop == 80 and prepared.pitch.shape == (sum(u["pitch_frames"] for u in prepared.utterances), 2)
+    for index, record in enumerate(prepared.utterances):
+        audio = prepared.samples(index)
+        assert record["pitch_frames"] == num_pitch_frames(len(audio), hop)
+        f0 = prepared.f0(index)
+        assert np.array_equal(f0, track_pitch(audio, 8000).f0)
+        assert 100 < np.median(f0[f0 > 0]) < 160  # the trees' tones lie at 110-150 Hz
+        # The training phase is locked to the fundamental in the audio: the audio's projection on
+        # e^{iφ} is coherent (phase near 0), far above what a random phase gives.
+        rows = prepared.pitch_rows(index)
+        voiced = rows[2] == 1
+        coherent = np.sum(audio[voiced] * np.exp(-1j * rows[0][voiced]))
+        scale = np.sqrt(np.sum(audio[voiced] ** 2) * voiced.sum() / 2)
+        assert abs(np.angle(coherent)) < 0.2 and abs(coherent) / scale > 0.3
+        # A crop's rows are the whole utterance's rows over the crop.
+        crop = prepared.pitch_rows(index, 1000, 3000)
+        assert np.allclose(np.cos(crop[0]), np.cos(rows[0, 1000:3000]), atol=1e-3)
+        assert np.array_equal(crop[1:], rows[1:, 1000:3000])
+    for speaker in prepared.speakers:
+        assert 4.6 < speaker["log_f0_mean"] < 5.1 and 0 <= speaker["log_f0_std"] < 0.3
+
+
+def test_a_cache_from_before_pitch_is_rebuilt_never_misread(tmp_path, folders_tree, monkeypatch):
+    out = tmp_path / "cache"
+    _prepare(folders_tree, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format"] = 1  # what every cache written before pitch.npy says
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "pitch.npy").unlink()
+    with pytest.raises(InputError, match="cache format 1, expected 2"):
+        PreparedCorpus.open(out)
+    calls = _count_decodes(monkeypatch)
+    rebuilt = _prepare(folders_tree, out)
+    assert len(calls) == 7 and (out / "pitch.npy").exists() and rebuilt.pitch.shape[0] > 0

@@ -20,8 +20,9 @@ import numpy as np
 
 from audio_vqvae.atomic import atomic_write
 from audio_vqvae.errors import InputError
+from audio_vqvae.pitch import pitch_hop, sample_pitch
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: pitch.npy and the speakers' ln-f0 statistics
 SPLITS = ("train", "valid")
 
 
@@ -49,6 +50,8 @@ class PreparedCorpus:
         self._ids = {speaker["name"]: speaker["id"] for speaker in speakers}
         self._splits = {name: np.asarray(splits[name], dtype=np.int64) for name in SPLITS}
         self._audio: Optional[np.ndarray] = None
+        self._pitch: Optional[np.ndarray] = None
+        self.pitch_hop = pitch_hop(self.sample_rate)
         self._offsets = np.asarray([u["offset"] for u in utterances], dtype=np.int64)
         self._lengths = np.asarray([u["length"] for u in utterances], dtype=np.int64)
         self._speaker_ids = np.asarray([self._ids[u["speaker"]] for u in utterances], dtype=np.int64)
@@ -88,6 +91,31 @@ class PreparedCorpus:
         if self._audio is None:
             self._audio = np.load(self.cache_dir / "audio.npy", mmap_mode="r")
         return self._audio
+
+    @property
+    def pitch(self) -> np.ndarray:
+        """All pitch frames, float32[total_frames x 2] (f0 in Hz, measured phase), memory-mapped."""
+        if self._pitch is None:
+            self._pitch = np.load(self.cache_dir / "pitch.npy", mmap_mode="r")
+        return self._pitch
+
+    def f0(self, index: int) -> np.ndarray:
+        """f0 of utterance ``index`` in Hz per 10 ms frame (0 where unvoiced), float32[F]."""
+        record = self.utterances[index]
+        return np.array(self.pitch[record["pitch_offset"]:record["pitch_offset"] + record["pitch_frames"], 0])
+
+    def pitch_rows(self, index: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Sample-rate ``(phase, f0, voiced)`` rows of utterance ``index`` over ``[start, stop)``: float32[3 x T].
+
+        The phase passes through the phases measured in the audio (training inputs aligned with its
+        pulses); see :func:`audio_vqvae.pitch.sample_pitch`.
+        """
+        record = self.utterances[index]
+        length = int(self._lengths[index])
+        stop = length if stop is None else min(stop, length)
+        frames = np.asarray(self.pitch[record["pitch_offset"]:record["pitch_offset"] + record["pitch_frames"]])
+        return sample_pitch(frames[:, 0], self.sample_rate, max(0, stop - start), self.pitch_hop,
+                            phase=frames[:, 1], start=start)
 
     @property
     def report(self) -> dict:
@@ -130,6 +158,7 @@ class PreparedCorpus:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_audio"] = None  # a memmap would be pickled as a full copy; each process maps the file again
+        state["_pitch"] = None
         return state
 
     def __repr__(self) -> str:
@@ -179,6 +208,10 @@ class CorpusSplit:
     def samples(self, i: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
         """Samples ``[start, stop)`` of utterance ``i`` of the split, float32 in [-1, 1]."""
         return self.corpus.samples(int(self.indices[i]), start, stop)
+
+    def pitch_rows(self, i: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """``(phase, f0, voiced)`` rows of utterance ``i`` of the split over ``[start, stop)``: float32[3 x T]."""
+        return self.corpus.pitch_rows(int(self.indices[i]), start, stop)
 
     def __repr__(self) -> str:
         return f"CorpusSplit({self.name!r}, {len(self)} utterances, {self.seconds / 60:.1f} min)"

@@ -41,7 +41,9 @@ class SegmentDataset(Dataset):
         min_length: utterances shorter than this many samples are left out (default ``segment_length // 2``);
             those between ``min_length`` and ``segment_length`` are zero-padded on the right.
 
-    Items are ``{"audio": FloatTensor[segment_length], "speaker": LongTensor[]}``.
+    Items are ``{"audio": FloatTensor[segment_length], "pitch": FloatTensor[3 x segment_length],
+    "speaker": LongTensor[]}``, ``pitch`` the sample-rate ``(phase, f0, voiced)`` rows of the crop
+    (:meth:`PreparedCorpus.pitch_rows`).
 
     Raises:
         ValueError: ``segment_length`` is not a positive multiple of ``hop_length``, or no utterance is long enough.
@@ -87,9 +89,12 @@ class SegmentDataset(Dataset):
         position = int(self._items[i])
         start = self.crop_start(i)
         audio = self._split.samples(position, start, start + self.segment_length)  # (<= segment_length,)
+        pitch = self._split.pitch_rows(position, start, start + self.segment_length)  # (3, <= segment_length)
         if len(audio) < self.segment_length:
+            pitch = np.pad(pitch, ((0, 0), (0, self.segment_length - len(audio))), mode="edge")
+            pitch[2, len(audio):] = 0.0  # the zero padding is silence: unvoiced
             audio = np.pad(audio, (0, self.segment_length - len(audio)))
-        return {"audio": torch.from_numpy(audio),
+        return {"audio": torch.from_numpy(audio), "pitch": torch.from_numpy(pitch),
                 "speaker": torch.tensor(int(self._split.speaker_ids[position]), dtype=torch.long)}
 
     def __repr__(self) -> str:

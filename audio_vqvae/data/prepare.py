@@ -3,8 +3,13 @@
 A cache folder holds:
 
 * ``audio.npy``: every kept utterance, int16 at the model rate, back to back (memory-mapped on read);
-* ``utterances.json``: per utterance ``name``, ``speaker``, ``offset``, ``length``, ``text``, ``source``;
-* ``speakers.json``: the speaker table (``id`` 0..N-1 in name order, ``name``, corpus metadata);
+* ``pitch.npy``: float32 (frames, 2), every utterance's pitch frames back to back, one per 10 ms
+  (frame i centred on sample ``i * hop``): column 0 the f0 in Hz (0 where unvoiced), column 1 the phase
+  of the fundamental measured in the audio (radians; :mod:`audio_vqvae.pitch`);
+* ``utterances.json``: per utterance ``name``, ``speaker``, ``offset``, ``length``, ``text``, ``source``,
+  ``pitch_offset``, ``pitch_frames``;
+* ``speakers.json``: the speaker table (``id`` 0..N-1 in name order, ``name``, corpus metadata, and
+  ``log_f0_mean`` / ``log_f0_std``: ln f0 over the speaker's voiced frames, for pitch conversion);
 * ``splits.json``: utterance indices of ``train`` and ``valid`` and the split settings;
 * ``report.json`` / ``prepare.log``: rejected files with their reasons, warnings and notes;
 * ``manifest.json``: settings, their hashes and totals. It is written last, so a folder without it
@@ -47,10 +52,11 @@ from audio_vqvae.data.corpus import CACHE_FORMAT, PreparedCorpus, read_json, wri
 from audio_vqvae.data.paths import default_corpus_root, default_data_dir
 from audio_vqvae.atomic import atomic_write
 from audio_vqvae.errors import InputError
+from audio_vqvae.pitch import TRACKER, log_f0_stats, measure_phase, track_pitch
 
 logger = logging.getLogger(__name__)
 
-PROCESSING_VERSION = 1   # bump when process_file's output changes for the same settings
+PROCESSING_VERSION = 2   # bump when process_file's output changes for the same settings (2: pitch.npy)
 CHUNK_FILES = 32
 DEFAULT_LEVEL_DB = -24.0
 
@@ -66,6 +72,7 @@ class ProcessingSettings:
     level_db: Optional[float]
     mic: str
     subsets: tuple[str, ...]
+    pitch_tracker: str = TRACKER
     version: int = PROCESSING_VERSION
 
     def digest(self) -> str:
@@ -199,27 +206,38 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 def _process_chunk(task: _ChunkTask) -> list[dict]:
     """Process the files of one chunk; write their audio and metadata to ``task.out_path`` atomically."""
-    pieces, meta = [], []
+    pieces, pitches, meta = [], [], []
     for path in task.paths:
         result = process_file(path, sample_rate=task.sample_rate, trim_silence_db=task.trim_silence_db,
                               level_db=task.level_db)
         if isinstance(result, Processed):
             pieces.append(result.audio)
-            meta.append({"kept": True, "length": len(result.audio), "source_rate": result.source_rate,
-                         "channels": result.channels, "warnings": result.warnings})
+            pitches.append(_pitch_frames(result.audio, task.sample_rate))
+            meta.append({"kept": True, "length": len(result.audio), "frames": len(pitches[-1]),
+                         "source_rate": result.source_rate, "channels": result.channels,
+                         "warnings": result.warnings})
         else:
             meta.append({"kept": False, "reason": result.reason, "source_rate": result.source_rate,
                          "channels": result.channels})
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
+    pitch = np.concatenate(pitches) if pitches else np.zeros((0, 2), np.float32)
     out_path = Path(task.out_path)
     atomic_write(out_path, lambda handle: np.savez(
-        handle, audio=audio, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)))
+        handle, audio=audio, pitch=pitch, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)))
     return meta
 
 
-def _read_chunk(path: Path) -> tuple[np.ndarray, list[dict]]:
+def _pitch_frames(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+    """float32 (frames, 2): f0 in Hz (0 unvoiced) and the measured phase of the fundamental, per 10 ms frame."""
+    audio = pcm.astype(np.float32) / 32768.0
+    track = track_pitch(audio, sample_rate)
+    phase = measure_phase(audio, track.f0, sample_rate, track.hop_length)
+    return np.stack([track.f0, phase], axis=1).astype(np.float32)
+
+
+def _read_chunk(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     with np.load(path) as chunk:
-        return chunk["audio"], json.loads(chunk["meta"].tobytes().decode())
+        return chunk["audio"], chunk["pitch"], json.loads(chunk["meta"].tobytes().decode())
 
 
 # --------------------------------------------------------------------------- main-process side
@@ -261,20 +279,24 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
               out_dir: Path, *, elapsed: float) -> dict:
     """Concatenate the chunks into ``audio.npy`` and write the index, report and manifest (last)."""
     metas = []
-    total = 0
+    total = total_frames = 0
     for path in chunk_paths:
-        _, meta = _read_chunk(path)
+        _, _, meta = _read_chunk(path)
         metas.extend(meta)
         total += sum(m["length"] for m in meta if m["kept"])
+        total_frames += sum(m["frames"] for m in meta if m["kept"])
     assert len(metas) == len(scan.utterances)
 
     tmp_audio = out_dir / ".audio.npy.tmp"
+    tmp_pitch = out_dir / ".pitch.npy.tmp"
     audio = np.lib.format.open_memmap(tmp_audio, mode="w+", dtype=np.int16, shape=(total,))
+    pitch = np.lib.format.open_memmap(tmp_pitch, mode="w+", dtype=np.float32, shape=(total_frames, 2))
     utterances, rejected, warnings = [], [], []
-    offset, position = 0, 0
+    offset, position, frame_offset = 0, 0, 0
+    voiced_f0: dict[str, list[np.ndarray]] = {}
     for path in chunk_paths:
-        chunk_audio, meta = _read_chunk(path)
-        cursor = 0
+        chunk_audio, chunk_pitch, meta = _read_chunk(path)
+        cursor = frame_cursor = 0
         for item in meta:
             source: SourceUtterance = scan.utterances[position]
             relative = scan.relative(source.path)
@@ -282,16 +304,23 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
             if not item["kept"]:
                 rejected.append((relative, item["reason"]))
                 continue
-            length = item["length"]
+            length, frames = item["length"], item["frames"]
             audio[offset:offset + length] = chunk_audio[cursor:cursor + length]
+            pitch[frame_offset:frame_offset + frames] = chunk_pitch[frame_cursor:frame_cursor + frames]
+            voiced_f0.setdefault(source.speaker, []).append(chunk_pitch[frame_cursor:frame_cursor + frames, 0])
             utterances.append({"name": source.name, "speaker": source.speaker, "offset": offset, "length": length,
-                               "text": source.text, "source": relative, "key": source.key, "subset": source.subset})
+                               "text": source.text, "source": relative, "key": source.key, "subset": source.subset,
+                               "pitch_offset": frame_offset, "pitch_frames": frames})
             warnings.extend((relative, w) for w in item["warnings"])
             cursor += length
             offset += length
+            frame_cursor += frames
+            frame_offset += frames
     audio.flush()
-    del audio
+    pitch.flush()
+    del audio, pitch
     os.replace(tmp_audio, out_dir / "audio.npy")
+    os.replace(tmp_pitch, out_dir / "pitch.npy")
     write_json_atomic(out_dir / "utterances.json", utterances)
 
     rates = Counter(str(m["source_rate"]) for m in metas if m["source_rate"])
@@ -314,7 +343,8 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
         counts[utterance["speaker"]] += 1
         samples[utterance["speaker"]] += utterance["length"]
     speakers = [{"id": index, "name": name, **scan.speakers.get(name, {}), "utterances": counts[name],
-                 "seconds": round(samples[name] / settings.sample_rate, 3)}
+                 "seconds": round(samples[name] / settings.sample_rate, 3),
+                 **_pitch_stats(np.concatenate(voiced_f0[name]))}
                 for index, name in enumerate(sorted(counts))]
     write_json_atomic(out_dir / "speakers.json", speakers)
     return {
@@ -322,6 +352,14 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
         "processing_hash": settings.digest(), "source_fingerprint": fingerprint, "sample_rate": settings.sample_rate,
         "num_utterances": len(utterances), "num_speakers": len(speakers), "total_samples": total,
     }
+
+
+def _pitch_stats(f0: np.ndarray) -> dict:
+    """A speaker table's pitch entries: ln-f0 mean and spread over voiced frames (None when none is voiced)."""
+    mean, std = log_f0_stats(f0)
+    finite = np.isfinite(mean)
+    return {"log_f0_mean": round(mean, 5) if finite else None, "log_f0_std": round(std, 5) if finite else None,
+            "voiced_share": round(float(np.mean(f0 > 0)), 4) if f0.size else 0.0}
 
 
 def _write_split(out_dir: Path, manifest: dict, split: SplitSettings) -> None:
@@ -389,7 +427,7 @@ def _claim_out_dir(out_dir: Path, manifest: Optional[dict]) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: cache path exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ours = {"manifest.json", "audio.npy", "utterances.json", "speakers.json", "splits.json", "report.json",
+    ours = {"manifest.json", "audio.npy", "pitch.npy", "utterances.json", "speakers.json", "splits.json", "report.json",
             "prepare.log", ".work"}
     foreign = [p.name for p in out_dir.iterdir() if p.name not in ours and not p.name.endswith(".tmp")]
     if foreign and manifest is None:

@@ -53,6 +53,7 @@ from audio_vqvae.evaluation.metrics import (LEVELS, PitchTrack, analysis_frames,
                                             mel_cepstral_distortion, pitch_track, voiced_share)
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.model import VQVAE
+from audio_vqvae.pitch import generation_pitch, speaker_log_f0
 
 AUDIO_EXAMPLES = 2  # clips whose truth, reconstruction and conversions go to TensorBoard
 GENERATION_BATCH = 64  # rows per decode call: bigger batches are faster per sample; 64 x 2 s needs about 2.5 GB
@@ -178,7 +179,7 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
              for target in _targets(clip.speaker_id, train_ids, settings.conversions, i)]
 
     with _timed(timings, "generation"):
-        generated = _generate(model, clips, rows, settings, progress)
+        generated = _generate(model, corpus, clips, rows, settings, progress)
     reconstructions = generated[:len(clips)]
     conversions = [(i, target, audio) for (i, target), audio in zip(rows[len(clips):], generated[len(clips):])]
     with _timed(timings, "reconstruction_metrics"):
@@ -294,7 +295,8 @@ def _teacher_forced(model: VQVAE, corpus: PreparedCorpus, utterances: Sequence[i
         used += 1
         speaker = torch.tensor([model.speaker_id(corpus.utterances[index]["speaker"])], device=device)
         waveform = torch.from_numpy(audio).unsqueeze(0).to(device)
-        out = model(waveform, speaker)
+        pitch = torch.from_numpy(corpus.pitch_rows(index)).unsqueeze(0).to(device) if model.needs_pitch else None
+        out = model(waveform, speaker, pitch=pitch)
         targets = model.targets(waveform)
         per_sample = F.cross_entropy(out.logits.float(), targets, reduction="none")[0]
         nats += float(per_sample.sum())
@@ -339,8 +341,17 @@ def _targets(source: int, speakers: Sequence[int], count: int, position: int) ->
 
 
 @torch.no_grad()
-def _generate(model: VQVAE, clips: Sequence[Clip], rows: Sequence[tuple[int, int]], settings: EvaluationSettings,
-              progress: bool) -> list[np.ndarray]:
+def _row_pitch(model: VQVAE, corpus: PreparedCorpus, clip: Clip, speaker: int) -> np.ndarray:
+    """The ``(phase, f0, voiced)`` rows a clip is generated with: its tracked f0, moved to ``speaker`` if another."""
+    stats = {}
+    if speaker != clip.speaker_id:
+        stats = {"source": speaker_log_f0(model.speakers[clip.speaker_id]), "target": speaker_log_f0(model.speakers[speaker])}
+    return generation_pitch(corpus.f0(clip.utterance), model.config.sample_rate, len(clip.audio),
+                            corpus.pitch_hop, **stats)
+
+
+def _generate(model: VQVAE, corpus: PreparedCorpus, clips: Sequence[Clip], rows: Sequence[tuple[int, int]],
+              settings: EvaluationSettings, progress: bool) -> list[np.ndarray]:
     """Audio of every (clip, speaker) row, generated from the clip's codes, batching rows of one clip length."""
     device = next(model.parameters()).device
     by_length: dict[int, list[int]] = defaultdict(list)
@@ -364,10 +375,12 @@ def _generate(model: VQVAE, clips: Sequence[Clip], rows: Sequence[tuple[int, int
                 bar.update((steps - done[0]) * len(members))
                 done[0] = steps
 
+            pitch = (torch.from_numpy(np.stack([_row_pitch(model, corpus, clips[rows[row][0]], rows[row][1])
+                                                for row in members])).to(device) if model.needs_pitch else None)
             waveforms = model.decode(codes[[position[rows[row][0]] for row in members]], speakers,
                                      temperature=settings.temperature,
                                      generator=torch.Generator().manual_seed(settings.seed + batch),
-                                     progress=advance).float().cpu().numpy()
+                                     progress=advance, pitch=pitch).float().cpu().numpy()
             for row, waveform in zip(members, waveforms):
                 outputs[row] = waveform
     return outputs

@@ -3,6 +3,17 @@
 Speaker of the input (``reconstruct`` without ``--speaker``): the file name must start with a
 training speaker's name followed by ``_``, ``-`` or the end of the name (``p225_001.wav`` -> ``p225``);
 the longest matching name wins. Otherwise the command asks for ``--speaker``.
+
+Pitch, for a model whose decoder takes a source excitation (``decoder.excitation_harmonics``): the
+input's f0 is tracked (:func:`audio_vqvae.pitch.track_pitch`) and, when the output speaker differs,
+moved from the source's ln-f0 distribution to the target's (the source's statistics come from the
+speaker table when the file name names a training speaker, otherwise from the file itself);
+``--keep-pitch`` keeps the source's contour and ``--pitch-shift`` adds semitones either way.
+
+Codes files: ``encode`` writes ``.npy`` (int64 codes, one per frame) for a model without pitch input,
+and ``.npz`` for one with it: ``codes`` int64[T'], ``f0`` float32[F] in Hz per 10 ms frame (0 where
+unvoiced, frame i centred on sample ``i * sample_rate / 100``), ``log_f0`` float64[2] (the source's
+ln-f0 mean and spread) and ``sample_rate``. ``decode`` reads either.
 """
 
 from __future__ import annotations
@@ -55,12 +66,52 @@ def speaker_from_file_name(model, path: Path) -> Optional[str]:
 
 @dataclass
 class Job:
-    """One utterance to generate: its codes, the target speaker and where the audio goes."""
+    """One utterance to generate: its codes, the target speaker, where the audio goes and, for a model
+    with a source excitation, the ``(phase, f0, voiced)`` rows to speak with."""
 
     codes: torch.Tensor  # LongTensor[T']
     speaker: int
     output: Path
     seed: int
+    pitch: Optional[np.ndarray] = None  # float32[3 x T' * hop]
+
+
+@dataclass
+class Encoded:
+    """An input file's codes and, for a model with a source excitation, its f0 track and ln-f0 statistics."""
+
+    codes: torch.Tensor  # LongTensor[T']
+    f0: Optional[np.ndarray] = None  # float32[F], Hz per 10 ms frame, 0 unvoiced
+    log_f0: Optional[tuple[float, float]] = None
+
+
+def job_pitch(model, encoded: Encoded, speaker: int, *, keep_pitch: bool, semitones: float,
+              source_stats: Optional[tuple[float, float]] = None) -> Optional[np.ndarray]:
+    """The rows a job speaks with: the input's f0, moved to ``speaker`` unless it is the source's own or
+    ``keep_pitch``, shifted by ``semitones``; None for a model without a source excitation."""
+    from audio_vqvae.pitch import generation_pitch, pitch_hop, speaker_log_f0
+
+    if not model.needs_pitch:
+        return None
+    rate = model.config.sample_rate
+    length = encoded.codes.shape[0] * model.hop_length
+    stats = {}
+    source = source_stats or encoded.log_f0
+    if not keep_pitch and source is not None and source != _table_stats(model, speaker):
+        try:
+            stats = {"source": source, "target": speaker_log_f0(model.speakers[speaker])}
+        except ValueError as err:
+            raise InputError(f"the checkpoint's speaker table: {err}") from None
+    return generation_pitch(encoded.f0, rate, length, pitch_hop(rate), semitones=semitones, **stats)
+
+
+def _table_stats(model, speaker: int) -> Optional[tuple[float, float]]:
+    from audio_vqvae.pitch import speaker_log_f0
+
+    try:
+        return speaker_log_f0(model.speakers[speaker])
+    except ValueError:
+        return None
 
 
 def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_size: int, progress: bool) -> None:
@@ -87,7 +138,9 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
                 conditioning = torch.zeros(len(batch), model.config.decoder.conditioning_channels, steps)
                 for row, job in enumerate(batch):
                     codes = job.codes.unsqueeze(0)
-                    conditioning[row, :, :lengths[row]] = model.conditioning(model.quantizer.lookup(codes), lengths[row])[0]
+                    pitch = None if job.pitch is None else torch.from_numpy(job.pitch).unsqueeze(0)
+                    conditioning[row, :, :lengths[row]] = model.conditioning(model.quantizer.lookup(codes), lengths[row],
+                                                                             pitch)[0]
                 done = [0]
 
                 def report(steps_done: int) -> None:
@@ -106,13 +159,21 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
             bar.close()
 
 
-def _encode_file(model, path: Path) -> torch.Tensor:
+def _encode_file(model, path: Path) -> Encoded:
     from audio_vqvae.generation.audio_io import load_audio
+    from audio_vqvae.pitch import log_f0_stats, track_pitch
 
     audio = load_audio(path, model.config.sample_rate)
     if audio.shape[0] < model.hop_length:
         raise InputError(f"{path}: too short: {audio.shape[0]} samples, the model needs at least {model.hop_length}")
-    return model.encode(audio.unsqueeze(0))[0]
+    codes = model.encode(audio.unsqueeze(0))[0]
+    if not model.needs_pitch:
+        return Encoded(codes)
+    f0 = track_pitch(audio.numpy(), model.config.sample_rate).f0
+    if not (f0 > 0).any():
+        raise InputError(f"{path}: no voiced frame found (the model speaks with the input's pitch; "
+                         "unvoiced-only audio such as whisper or noise has none)")
+    return Encoded(codes, f0, log_f0_stats(f0))
 
 
 def _input_files(folder: Path) -> list[Path]:
@@ -134,6 +195,14 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device of the model (default cpu; 'cuda' uses the PyTorch path)")
     parser.add_argument("--batch-size", type=int, default=16, help="utterances generated at once (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--pitch-shift", type=float, default=0.0, metavar="SEMITONES",
+                        help="models with pitch input: shift the f0 spoken with by this many semitones (default 0)")
+
+
+def _add_keep_pitch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-pitch", action="store_true",
+                        help="models with pitch input: keep the source's f0 contour instead of moving it to the "
+                             "target speaker's range")
 
 
 # ------------------------------------------------------------------ commands
@@ -150,9 +219,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise InputError(f"{path.name}: cannot tell the speaker from the file name; pass --speaker "
                              f"(known speakers: {', '.join(speaker_names(model))})")
         speaker = model.speaker_id(name)
-    codes = _encode_file(model, path)
-    run_jobs(model, [Job(codes, speaker, Path(args.output), args.seed)], args.temperature, args.method,
-             args.batch_size, not args.no_progress)
+    encoded = _encode_file(model, path)
+    # Reconstruction keeps the speaker, so the file's own contour (shifted by --pitch-shift, if asked).
+    job = Job(encoded.codes, speaker, Path(args.output), args.seed,
+              job_pitch(model, encoded, speaker, keep_pitch=True, semitones=args.pitch_shift))
+    run_jobs(model, [job], args.temperature, args.method, args.batch_size, not args.no_progress)
     print(f"{args.output}: reconstructed with speaker {name}")
     return 0
 
@@ -173,14 +244,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"{output}: exists and is not a folder (several outputs need a folder)")
     jobs = []
     for path in files:
-        codes = _encode_file(model, path)  # every input is read before anything is generated
+        encoded = _encode_file(model, path)  # every input is read before anything is generated
+        known = speaker_from_file_name(model, path)
+        source_stats = _table_stats(model, model.speaker_id(known)) if known else None
         for name, speaker in targets:
             if to_folder:
                 relative = path.relative_to(source).with_suffix("") if source.is_dir() else Path(path.stem)
                 destination = output / relative.parent / f"{relative.name}_to_{name}.wav"
             else:
                 destination = output
-            jobs.append(Job(codes, speaker, destination, args.seed + len(jobs)))
+            jobs.append(Job(encoded.codes, speaker, destination, args.seed + len(jobs),
+                            job_pitch(model, encoded, speaker, keep_pitch=args.keep_pitch, semitones=args.pitch_shift,
+                                      source_stats=source_stats)))
     run_jobs(model, jobs, args.temperature, args.method, args.batch_size, not args.no_progress)
     print(f"converted {len(files)} file(s) to {', '.join(name for name, _ in targets)}: {len(jobs)} output file(s) "
           f"in {output if to_folder else output.parent}")
@@ -191,8 +266,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from audio_vqvae.generation.audio_io import atomic_write
 
     model = _load(args.checkpoint)
-    codes = _encode_file(model, Path(args.input))
-    atomic_write(args.output, lambda file: np.save(file, codes.numpy().astype(np.int64)))
+    output = Path(args.output)
+    wanted = ".npz" if model.needs_pitch else ".npy"
+    if output.suffix != wanted:
+        raise InputError(f"{output}: this model's codes file is {wanted} "
+                         f"({'codes and f0' if model.needs_pitch else 'codes only'}); name the output *{wanted}")
+    encoded = _encode_file(model, Path(args.input))
+    codes = encoded.codes
+    if model.needs_pitch:
+        arrays = {"codes": codes.numpy().astype(np.int64), "f0": encoded.f0.astype(np.float32),
+                  "log_f0": np.asarray(encoded.log_f0, np.float64),
+                  "sample_rate": np.asarray(model.config.sample_rate, np.int64)}
+        atomic_write(output, lambda file: np.savez(file, **arrays))
+    else:
+        atomic_write(output, lambda file: np.save(file, codes.numpy().astype(np.int64)))
     used = int(torch.unique(codes).numel())
     num_codes = model.config.quantizer.num_codes
     print(f"{args.output}: {codes.shape[0]} frames at {model.config.frame_rate:g} frames/s, "
@@ -206,19 +293,51 @@ def cmd_decode(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.is_file():
         raise InputError(f"{path}: codes file not found")
-    try:
-        codes = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise InputError(f"{path}: not a .npy file of codes ({str(err).splitlines()[0]})") from None
+    encoded = _read_codes_file(model, path)
+    codes = encoded.codes.numpy()
     num_codes = model.config.quantizer.num_codes
     if codes.ndim != 1 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
         raise InputError(f"{path}: expected a non-empty 1-D integer array of codes, got {codes.dtype} {codes.shape}")
     if codes.min() < 0 or codes.max() >= num_codes:
         raise InputError(f"{path}: codes must lie in [0, {num_codes}), got {codes.min()}..{codes.max()}")
-    run_jobs(model, [Job(torch.from_numpy(codes.astype(np.int64)), speaker, Path(args.output), args.seed)],
-             args.temperature, args.method, args.batch_size, not args.no_progress)
+    job = Job(torch.from_numpy(codes.astype(np.int64)), speaker, Path(args.output), args.seed,
+              job_pitch(model, encoded, speaker, keep_pitch=args.keep_pitch, semitones=args.pitch_shift))
+    run_jobs(model, [job], args.temperature, args.method, args.batch_size, not args.no_progress)
     print(f"{args.output}: {codes.shape[0] * model.hop_length / model.config.sample_rate:.2f} s with speaker {name}")
     return 0
+
+
+def _read_codes_file(model, path: Path) -> Encoded:
+    """A codes file written by ``encode``: ``.npy`` codes, or ``.npz`` codes with f0 (see the module docstring)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path}: not a codes file written by encode ({str(err).splitlines()[0]})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        if model.needs_pitch:
+            raise InputError(f"{path}: holds codes only, but this model speaks with the source's f0; "
+                             "encode the audio again with this checkpoint (it writes codes and f0 to a .npz)")
+        codes = loaded
+        if codes.ndim != 1 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
+            raise InputError(f"{path}: expected a non-empty 1-D integer array of codes, got {codes.dtype} {codes.shape}")
+        return Encoded(torch.from_numpy(codes.astype(np.int64)))
+    with loaded:
+        missing = {"codes", "f0", "log_f0", "sample_rate"} - set(loaded.files)
+        if missing:
+            raise InputError(f"{path}: a codes file needs arrays codes, f0, log_f0 and sample_rate; "
+                             f"missing {', '.join(sorted(missing))}")
+        codes, f0, log_f0 = loaded["codes"], loaded["f0"], loaded["log_f0"]
+        rate = int(loaded["sample_rate"])
+    if codes.ndim != 1 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
+        raise InputError(f"{path}: expected a non-empty 1-D integer array of codes, got {codes.dtype} {codes.shape}")
+    if rate != model.config.sample_rate:
+        raise InputError(f"{path}: written for a {rate} Hz model, this checkpoint runs at {model.config.sample_rate} Hz")
+    if f0.ndim != 1 or not np.isfinite(f0).all() or (f0 < 0).any() or log_f0.shape != (2,) \
+            or not np.isfinite(log_f0).all():
+        raise InputError(f"{path}: f0 must be a 1-D array of finite Hz values >= 0 and log_f0 two finite numbers")
+    if not model.needs_pitch:
+        return Encoded(torch.from_numpy(codes.astype(np.int64)))
+    return Encoded(torch.from_numpy(codes.astype(np.int64)), f0.astype(np.float32), (float(log_f0[0]), float(log_f0[1])))
 
 
 def cmd_speakers(args: argparse.Namespace) -> int:
@@ -258,19 +377,22 @@ def register(subparsers) -> None:
     parser.add_argument("--speaker", required=True, help="target speaker name(s), comma separated: p226,p231")
     parser.add_argument("--output", required=True,
                         help="output .wav for one file and one speaker; otherwise a folder of <name>_to_<speaker>.wav")
+    _add_keep_pitch(parser)
     parser.set_defaults(func=cmd_convert)
 
     parser = subparsers.add_parser("encode", help="audio file -> codes (.npy); prints frames, codes used and bitrate")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
     parser.add_argument("--input", required=True, help="audio file")
-    parser.add_argument("--output", required=True, help="codes .npy (int64, one code per frame)")
+    parser.add_argument("--output", required=True,
+                        help="codes file: .npy (int64, one code per frame), or .npz with the f0 for a model with pitch input")
     parser.set_defaults(func=cmd_encode)
 
     parser = subparsers.add_parser("decode", help="codes (.npy) + speaker -> audio")
     _add_generation_options(parser)
-    parser.add_argument("--input", required=True, help="codes .npy written by encode")
+    parser.add_argument("--input", required=True, help="codes file (.npy, or .npz with f0) written by encode")
     parser.add_argument("--speaker", required=True, help="speaker name")
     parser.add_argument("--output", required=True, help="output .wav")
+    _add_keep_pitch(parser)
     parser.set_defaults(func=cmd_decode)
 
     parser = subparsers.add_parser("speakers", help="list a checkpoint's speaker table")

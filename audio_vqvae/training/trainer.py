@@ -51,6 +51,7 @@ from audio_vqvae.config import ExperimentConfig, ModelConfig
 from audio_vqvae.errors import AudioVQVAEError, CheckpointError, InputError
 from audio_vqvae.evaluation.metrics import code_statistics
 from audio_vqvae.model import VQVAE
+from audio_vqvae.pitch import generation_pitch, speaker_log_f0
 from audio_vqvae.training.distributed import (DistributedContext, any_rank, barrier, gather_objects, init_distributed,
                                               mean_over_ranks, shutdown_distributed)
 from audio_vqvae.training.logs import MetricsFile, RunLog, mel_image, usage_image
@@ -289,7 +290,7 @@ class Trainer:
             targets = [others[(k * len(others)) // count] for k in range(count)] if count else []
             self.clips.append({"name": item["name"], "speaker": source,
                                "audio": torch.from_numpy(np.ascontiguousarray(audio[start:start + length])),
-                               "targets": targets})
+                               "targets": targets, "f0": self.corpus.f0(int(split.indices[i])), "start": start})
 
     def _load_state(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
@@ -403,9 +404,10 @@ class Trainer:
         train = self.config.train
         audio = batch["audio"].to(self.device, non_blocking=True)      # (B, T)
         speaker = batch["speaker"].to(self.device, non_blocking=True)  # (B,)
+        pitch = batch["pitch"].to(self.device, non_blocking=True) if self.model.needs_pitch else None  # (B, 3, T)
         self.train_model.train()
         with self._autocast():
-            out = self.train_model(audio, speaker)
+            out = self.train_model(audio, speaker, pitch)
         parts = torch.stack([out["loss"].detach().float(), out["reconstruction"].detach().float(),
                              out["quantizer"].detach().float()])
         parts = mean_over_ranks(self.context, parts).cpu()
@@ -475,8 +477,9 @@ class Trainer:
                 if index >= train.valid_batches:
                     break
                 audio = batch["audio"].to(self.device)
+                pitch = batch["pitch"].to(self.device) if model.needs_pitch else None
                 with self._autocast():
-                    out = model(audio, batch["speaker"].to(self.device))
+                    out = model(audio, batch["speaker"].to(self.device), pitch=pitch)
                 nats += float(out.reconstruction) * audio.numel()
                 samples += audio.numel()
                 counts += torch.bincount(out.codes.flatten().cpu(), minlength=counts.numel())
@@ -540,8 +543,9 @@ class Trainer:
                 bar.update(samples * len(rows) - done[0])
                 done[0] = samples * len(rows)
 
+            pitch = self._clip_pitch(rows, length) if model.needs_pitch else None
             generated = model.decode(codes[[r[0] for r in rows]], torch.tensor([r[1] for r in rows], device=self.device),
-                                     temperature=1.0, generator=generator, progress=advance).float().cpu()
+                                     temperature=1.0, generator=generator, progress=advance, pitch=pitch).float().cpu()
             bar.close()
         model.train()
         for (index, _, suffix), waveform in zip(rows, generated):
@@ -552,6 +556,18 @@ class Trainer:
         self.writer.flush()
         seconds = time.perf_counter() - started
         self.log(f"audio step {self.step}: {len(rows)} clips of {length / rate:.2f} s generated in {seconds:.1f} s")
+
+    def _clip_pitch(self, rows: list[tuple[int, int, str]], length: int) -> torch.Tensor:
+        """Each row's ``(phase, f0, voiced)`` rows, Tensor[R x 3 x length]: the clip's f0, moved to the row's speaker."""
+        rate, hop = self.corpus.sample_rate, self.corpus.pitch_hop
+        pitches = []
+        for index, speaker, _ in rows:
+            clip = self.clips[index]
+            source = clip["speaker"]
+            stats = {} if speaker == source else {"source": speaker_log_f0(self.speakers[source]),
+                                                  "target": speaker_log_f0(self.speakers[speaker])}
+            pitches.append(generation_pitch(clip["f0"], rate, length, hop, start=clip["start"], **stats))
+        return torch.from_numpy(np.stack(pitches)).to(self.device)
 
     def _log_window(self, window: "_Window", samples_per_step: int) -> None:
         means = window.means()
@@ -688,8 +704,9 @@ class _TrainingOutputs(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, audio: torch.Tensor, speaker: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(audio, speaker)
+    def forward(self, audio: torch.Tensor, speaker: torch.Tensor,
+                pitch: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        out = self.model(audio, speaker, pitch=pitch)
         return {"loss": out.loss, "reconstruction": out.reconstruction, "quantizer": out.quantizer,
                 "perplexity": out.perplexity, "codes_used": out.codes_used}
 
