@@ -11,8 +11,16 @@ Example:
 __version__ = "0.1.0"
 
 from audio_vqvae.checkpoint import load_checkpoint, load_model, save_checkpoint
-from audio_vqvae.config import (DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig,
-                                TrainConfig, WaveNetConfig, apply_overrides)
+from audio_vqvae.config import (
+                                DataConfig,
+                                EncoderConfig,
+                                ExperimentConfig,
+                                ModelConfig,
+                                QuantizerConfig,
+                                TrainConfig,
+                                WaveNetConfig,
+                                apply_overrides,
+)
 from audio_vqvae.model import VQVAE, VQVAEOutput
 from audio_vqvae.quantizer import QuantizerOutput, VectorQuantizer
 

@@ -59,20 +59,56 @@ def save_checkpoint(path: Union[str, Path], model: VQVAE, extra: Optional[dict] 
 
 
 def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> dict:
-    """Read a checkpoint's contents (plain data and tensors) with ``weights_only=True``."""
+    """Read a checkpoint's contents (plain data and tensors) with ``weights_only=True``.
+
+    ``path`` may also name a model shipped inside the package (``"demo"``, :mod:`audio_vqvae.pretrained`)
+    when no file of that name exists.
+    """
+    from audio_vqvae.pretrained import SHIPPED, shipped_path
+
     path = Path(path)
+    if not path.exists() and str(path) in SHIPPED:
+        shipped = shipped_path(str(path))
+        if shipped is None:
+            raise CheckpointError(f"{path}: no file of that name, and this installation has no shipped "
+                                  f"{path} model (it ships in the package's models/ folder)")
+        path = shipped
+    if path.is_dir():
+        inside = list(path.glob("*.pt")) or list(path.glob("checkpoints/*.pt"))  # a run directory's are in checkpoints/
+        newest = max(inside, key=lambda candidate: candidate.stat().st_mtime) if inside else None
+        hint = f"; the newest in it is {newest}" if newest else "; it holds no .pt file"
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file; pass one .pt file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    _check_complete(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(err).splitlines()[0]})") from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        # PyTorch's own messages run to several sentences of internals; the first clause says enough.
+        reason = str(err).splitlines()[0].split(". ")[0][:100] or type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an audio-vqvae checkpoint (expected a file written by save_checkpoint)")
     if payload.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than this audio-vqvae "
                               f"understands ({VERSION}); upgrade the package")
     return payload
+
+
+def _check_complete(path: Path) -> None:
+    """Name a checkpoint cut short (an interrupted copy or download) as that, before torch.load fails obscurely.
+
+    ``torch.save`` writes a zip archive, whose directory is at the end of the file: a file that starts like
+    a zip archive but whose end is missing is incomplete.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes); copy the checkpoint again or use another one")
+    with open(path, "rb") as handle:
+        starts_like_zip = handle.read(4) == b"PK\x03\x04"
+    if starts_like_zip and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: the file is incomplete ({size:,} bytes, the end of the archive is missing: "
+                              "cut short while being written or copied); copy it again or use another checkpoint")
 
 
 def load_model(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> VQVAE:
@@ -88,5 +124,6 @@ def model_from_checkpoint(payload: dict, path: Union[str, Path],
         model = VQVAE(config, speakers=payload["speakers"])
         model.load_state_dict(payload["model"])
     except (ConfigError, KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({str(err).splitlines()[0]})") from None
+        reason = str(err).splitlines()[0]
+        raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({reason})") from None
     return model.to(map_location).eval()

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from audio_vqvae.config import ConfigError
 from audio_vqvae.errors import AudioVQVAEError
+from audio_vqvae.options import OneLineErrorParser
 
 COMMAND_MODULES = (
     "audio_vqvae.data.cli",        # prepare, demo-corpus
@@ -22,7 +23,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(  # its sub-commands' parsers inherit the one-line errors
         prog="audio-vqvae",
         description="VQ-VAE with a WaveNet decoder: prepare corpora, encode speech to codes, "
                     "reconstruct it, convert it to other speakers' voices and evaluate a model.")

@@ -113,6 +113,8 @@ class QuantizerConfig(_Config):
             raise ConfigError(f"quantizer.decay must be in [0, 1), got {self.decay}")
         if self.dead_code_steps < 0:
             raise ConfigError("quantizer.dead_code_steps must be >= 0")
+        _require_range(self, "commitment", "quantizer", minimum=0.0)
+        _require_range(self, "epsilon", "quantizer", above=0.0)
 
 
 @dataclass
@@ -208,7 +210,7 @@ class ModelConfig(_Config):
         _require_positive(self, "num_speakers")
         if not 0.0 <= self.time_jitter < 1.0:
             raise ConfigError(f"time_jitter must be in [0, 1), got {self.time_jitter}")
-        if self.input_noise < 0.0:
+        if not (math.isfinite(self.input_noise) and self.input_noise >= 0.0):
             raise ConfigError(f"input_noise must be 0 or more (μ-law classes), got {self.input_noise}")
         if not 0.0 <= self.preemphasis < 1.0:
             raise ConfigError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
@@ -234,6 +236,14 @@ class DataConfig(_Config):
     valid_subsets: Tuple[str, ...] = ()
     mic: Literal["mic1", "mic2"] = "mic1"
 
+    def validate(self) -> None:
+        for name in ("segment_length", "batch_size"):
+            _require_positive(self, name, "data")
+        _require_range(self, "num_workers", "data", minimum=0)
+        _require_range(self, "valid_utterances_per_speaker", "data", minimum=0)
+        if self.trim_silence_db is not None:
+            _require_range(self, "trim_silence_db", "data", above=0.0, maximum=120.0, extra="or null (no trimming)")
+
 
 @dataclass
 class TrainConfig(_Config):
@@ -257,6 +267,20 @@ class TrainConfig(_Config):
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
 
+    def validate(self) -> None:
+        for name in ("max_steps", "log_every", "valid_every", "valid_batches", "audio_every", "checkpoint_every",
+                     "keep_checkpoints"):
+            _require_positive(self, name, "train")
+        _require_range(self, "learning_rate", "train", above=0.0)
+        _require_range(self, "min_learning_rate", "train", minimum=0.0, maximum=self.learning_rate,
+                       extra="(train.learning_rate)")
+        _require_range(self, "warmup_steps", "train", minimum=0)
+        _require_range(self, "grad_clip", "train", minimum=0.0, extra="(0 = no clipping)")
+        _require_range(self, "seed", "train", minimum=0, maximum=2**32 - 1)
+        _require_range(self, "audio_clips", "train", minimum=0)
+        _require_range(self, "audio_seconds", "train", above=0.0)
+        _require_range(self, "conversion_speakers", "train", minimum=0)
+
 
 @dataclass
 class ExperimentConfig(_Config):
@@ -266,14 +290,33 @@ class ExperimentConfig(_Config):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def validate(self) -> None:
+        """Check every part's ranges: a bad value stops a run before any work, with one line naming the key."""
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+
 
 # --------------------------------------------------------------------------- plain-data machinery
 
 
-def _require_positive(config: Any, name: str) -> None:
+def _require_positive(config: Any, name: str, section: Optional[str] = None) -> None:
     value = getattr(config, name)
-    if not (isinstance(value, int) and value > 0):
-        raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not (isinstance(value, int) and value > 0):
+        raise ConfigError(f"{section or type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+def _require_range(config: Any, name: str, section: str, *, minimum: Optional[float] = None,
+                   maximum: Optional[float] = None, above: Optional[float] = None, extra: str = "") -> None:
+    """``section.name`` must be finite and within bounds: inclusive ``minimum``/``maximum``, exclusive ``above``."""
+    value = getattr(config, name)
+    bounds = [f">= {minimum:g}" if minimum is not None else "", f"> {above:g}" if above is not None else "",
+              f"<= {maximum:g}" if maximum is not None else ""]
+    wanted = " and ".join(b for b in bounds if b) + (f" {extra}" if extra else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (minimum is not None and value < minimum) or (above is not None and value <= above) \
+            or (maximum is not None and value > maximum):
+        raise ConfigError(f"{section}.{name} must be {wanted}, got {value!r}")
 
 
 def _to_plain(value: Any) -> Any:
@@ -326,8 +369,9 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
     if annotation is Any:
         return value
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        # No config value means anything as NaN or infinity (YAML's .nan, .inf): refused on reading.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):

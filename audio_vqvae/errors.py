@@ -9,5 +9,10 @@ class InputError(AudioVQVAEError):
     """An input file or directory is missing, unreadable or not what was expected."""
 
 
+class CorpusNotFoundError(InputError):
+    """A corpus is not where it was looked for. The message names the place and the expected layout; each
+    entry point adds its own way out (the recipes' ``--demo``, ``prepare --corpus demo``)."""
+
+
 class CheckpointError(AudioVQVAEError):
     """A checkpoint is missing, corrupt or not an audio-vqvae checkpoint."""

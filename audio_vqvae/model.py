@@ -76,7 +76,8 @@ class VQVAE(nn.Module):
         self.hop_length = config.hop_length
         self.encoder = Encoder(config.encoder, config.quantizer.code_dim)
         self.quantizer = VectorQuantizer.from_config(config.quantizer)
-        self.decoder = WaveNet(config.decoder, config.num_speakers, config.quantizer.code_dim, config.encoder.strides[::-1])
+        self.decoder = WaveNet(config.decoder, config.num_speakers, config.quantizer.code_dim,
+                               config.encoder.strides[::-1])
 
     # ------------------------------------------------------------------ helpers
 
@@ -115,7 +116,8 @@ class VQVAE(nn.Module):
             raise ValueError("this model's decoder takes a source excitation: pass the pitch rows (phase, f0, voiced)")
         if pitch.dim() != 3 or pitch.shape[0] != upsampled.shape[0] or pitch.shape[1:] != (3, length):
             raise ValueError(f"pitch must have shape ({upsampled.shape[0]}, 3, {length}), got {tuple(pitch.shape)}")
-        source = excitation(pitch.to(upsampled.dtype), self.config.decoder.excitation_harmonics, self.config.sample_rate)
+        harmonics = self.config.decoder.excitation_harmonics
+        source = excitation(pitch.to(upsampled), harmonics, self.config.sample_rate)  # its dtype and device
         return upsampled + self.decoder.excitation(source)
 
     def targets(self, audio: torch.Tensor) -> torch.Tensor:
@@ -161,7 +163,8 @@ class VQVAE(nn.Module):
         else:
             code_vectors = self.quantizer.lookup(codes)
             zero = audio.new_zeros(())
-            quantizer_loss, perplexity, codes_used = zero, zero, torch.unique(codes).numel() * torch.ones((), dtype=torch.long)
+            codes_used = torch.unique(codes).numel() * torch.ones((), dtype=torch.long)
+            quantizer_loss, perplexity = zero, zero
         if self.training:
             code_vectors = time_jitter(code_vectors, self.config.time_jitter)
         targets = self.targets(audio)

@@ -176,7 +176,8 @@ def sample_pitch(f0: np.ndarray, sample_rate: int, length: int, hop_length: int,
         # Centres outside the crop: extrapolate the integral linearly at the local rate.
         before = np.isnan(at_centres) & (centres * hop_length < start)
         after = np.isnan(at_centres) & ~before
-        at_centres[before] = integrated[0] - 2 * np.pi * held[centres[before]] * (start - centres[before] * hop_length) / sample_rate
+        at_centres[before] = integrated[0] - 2 * np.pi * held[centres[before]] * (
+            start - centres[before] * hop_length) / sample_rate
         at_centres[after] = integrated[-1] + 2 * np.pi * held[centres[after]] * (
             centres[after] * hop_length - (start + length - 1)) / sample_rate
         offsets = np.unwrap(np.asarray(phase, dtype=np.float64)[first:last] - at_centres)

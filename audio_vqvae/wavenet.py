@@ -153,8 +153,8 @@ class WaveNet(nn.Module):
         # Source excitation (audio_vqvae.pitch.excitation) -> the conditioning's channels, added to the
         # upsampled codes: every layer's conditioning projection sees it at no extra per-layer cost.
         # Made last, and only when on, so the paper's model is initialised exactly as before.
-        self.excitation = (nn.Conv1d(config.excitation_channels, config.conditioning_channels, kernel_size=1, bias=False)
-                           if config.excitation_harmonics else None)
+        self.excitation = (nn.Conv1d(config.excitation_channels, config.conditioning_channels, kernel_size=1,
+                                     bias=False) if config.excitation_harmonics else None)
 
     @property
     def receptive_field(self) -> int:
@@ -178,7 +178,8 @@ class WaveNet(nn.Module):
         return torch.cat([start.to(embedded.dtype), embedded[:, :, :-1]], dim=2)
 
     def layer_biases(self, conditioning: torch.Tensor, speaker: torch.Tensor) -> list[torch.Tensor]:
-        """Per-layer gate biases from conditioning Tensor[B x C x T] and speaker LongTensor[B]: L x Tensor[B x G x T]."""
+        """Per-layer gate biases from conditioning Tensor[B x C x T] and speaker LongTensor[B]: L x Tensor[B x G x T].
+        """
         speaker_vector = self.speaker_embedding(speaker)
         return [layer.bias(conditioning, speaker_vector) for layer in self.layers]
 
@@ -253,7 +254,8 @@ class WaveNet(nn.Module):
             :class:`GenerationOutput`.
         """
         batch, _, steps = conditioning.shape
-        biases = torch.stack(self.layer_biases(conditioning, speaker), dim=0).permute(3, 0, 1, 2).contiguous()  # (T, L, B, G)
+        biases = torch.stack(self.layer_biases(conditioning, speaker), dim=0)  # (L, B, G, T)
+        biases = biases.permute(3, 0, 1, 2).contiguous()  # (T, L, B, G)
         state = self.new_state(batch, conditioning.device, conditioning.dtype)
         samples = torch.empty(batch, steps, dtype=torch.long, device=conditioning.device)
         all_logits = conditioning.new_empty(batch, self.quantization_channels, steps) if return_logits else None
@@ -269,7 +271,8 @@ class WaveNet(nn.Module):
         return GenerationOutput(samples=samples, logits=all_logits)
 
 
-def sample_from_logits(logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample_from_logits(logits: torch.Tensor, temperature: float,
+                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Draw one class per row of Tensor[B x Q]; temperature 0 is greedy (argmax)."""
     if temperature <= 0:
         return logits.argmax(dim=1)

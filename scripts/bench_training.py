@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     device = select_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}), torch {torch.__version__}")
-    print(f"{'shape':<11} {'params':>7} {'batch x segment':>16} {'step':>9} {'samples/s':>11} {'step at config batch':>21}")
+    print(f"{'shape':<11} {'params':>7} {'batch x segment':>16} {'step':>9} {'samples/s':>11} "
+          f"{'step at config batch':>21}")
     for shape in args.only or list(SHAPES):
         r = bench(shape, device, args.steps, args.warmup, args.batch_size, not args.no_bf16)
         extrapolated = "" if r["batch"] == r["config_batch"] else \

@@ -125,7 +125,8 @@ def vctk_080(tmp: Path) -> Tree:
     tree = Tree(root=base, base=base)
     (base).mkdir(parents=True)
     (base / "speaker-info.txt").write_text(
-        "ID  AGE  GENDER  ACCENTS  REGION\n225  23  F    English    Southern  England\n226  22  M    English    Surrey\n")
+        "ID  AGE  GENDER  ACCENTS  REGION\n225  23  F    English    Southern  England\n"
+        "226  22  M    English    Surrey\n")
     for speaker, seed in (("p225", 100), ("p226", 200)):
         for k in range(1, 4):
             utt = f"{k:03d}"

@@ -71,7 +71,8 @@ def test_reconstruct_needs_a_speaker_when_the_name_does_not_tell(checkpoint, spe
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--speaker" in err and "p226" in err
     assert not out.exists()
-    assert run("reconstruct", "--checkpoint", checkpoint, "--input", anonymous, "--output", out, "--speaker", "p226") == 0
+    assert run("reconstruct", "--checkpoint", checkpoint, "--input", anonymous, "--output", out,
+               "--speaker", "p226") == 0
     assert out.exists()
 
 
@@ -103,7 +104,8 @@ def test_convert_is_the_same_batched_or_one_at_a_time(checkpoint, speech, tmp_pa
 
 def test_unknown_speaker_is_one_line_listing_the_known_ones(checkpoint, speech, tmp_path, capsys):
     out = tmp_path / "x.wav"
-    assert run("convert", "--checkpoint", checkpoint, "--input", speech, "--speaker", "p226,nobody", "--output", out) == 2
+    assert run("convert", "--checkpoint", checkpoint, "--input", speech, "--speaker", "p226,nobody",
+               "--output", out) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "'nobody'" in err and "p225, p226, p231" in err
@@ -133,7 +135,10 @@ def test_encode_then_decode(checkpoint, speech, tmp_path, capsys):
     out = capsys.readouterr().out
     codes = np.load(codes_path)
     assert codes.dtype == np.int64 and codes.ndim == 1 and codes.shape[0] == int(0.3 * RATE) // 8
-    assert f"{codes.shape[0]} frames" in out and "of 16 codes used" in out and "bitrate 4,000 bits/s" in out
+    # The entropy rate of this file's codes, the figure evaluate and validation report, next to the ceiling.
+    used = np.unique(codes).size
+    assert f"{codes.shape[0]} frames" in out and f"{used} of 16 codes used" in out
+    assert "code bitrate " in out and "(entropy of this file's codes; max 4,000)" in out
 
     wav = tmp_path / "decoded.wav"
     assert run("decode", "--checkpoint", checkpoint, "--input", codes_path, "--speaker", "p231", "--output", wav) == 0
@@ -241,3 +246,11 @@ def test_pitch_model_conversion_moves_f0_unless_kept(pitch_checkpoint, speech, t
     # The file is named after p225 (ln-f0 mean 4.6): p226's mean is 0.7 higher in ln f0.
     assert moved == pytest.approx(kept * np.exp(0.7), rel=0.02)
     assert kept == pytest.approx(220, rel=0.02) and octave == pytest.approx(440, rel=0.02)
+
+
+def test_an_explicit_cpu_device_gives_the_same_audio(pitch_checkpoint, speech, tmp_path):
+    default, explicit = tmp_path / "default.wav", tmp_path / "cpu.wav"
+    base = ["reconstruct", "--checkpoint", pitch_checkpoint, "--input", speech, "--no-progress"]
+    assert run(*base, "--output", default) == 0
+    assert run(*base, "--output", explicit, "--device", "cpu") == 0
+    assert np.array_equal(soundfile.read(default)[0], soundfile.read(explicit)[0])

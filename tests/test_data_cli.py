@@ -6,10 +6,11 @@ import argparse
 
 import pytest
 
-import data_trees
 from audio_vqvae.data import PreparedCorpus
 from audio_vqvae.data.cli import register
 from audio_vqvae.errors import InputError
+
+import data_trees
 
 
 def _run(argv):
@@ -45,8 +46,9 @@ def test_prepare_default_out_and_missing_root(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_corpus_command(tmp_path, capsys, monkeypatch):
-    from audio_vqvae.data import cli, demo
     import functools
+
+    from audio_vqvae.data import cli, demo
     monkeypatch.setattr(cli, "make_demo_corpus",
                         functools.partial(demo.make_demo_corpus, shared_sentences=1, own_sentences=0))
     assert _run(["demo-corpus", "--out", str(tmp_path)]) == 0

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import data_trees
 from audio_vqvae.data import SegmentDataset, make_loader, prepare_corpus, set_loader_epoch
+
+import data_trees
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 
-import data_trees
 from audio_vqvae.config import DataConfig
 from audio_vqvae.data import PreparedCorpus, default_data_dir, ensure_prepared, prepare_corpus
 from audio_vqvae.data import audio as audio_module
 from audio_vqvae.data import demo as demo_module
 from audio_vqvae.data import prepare as prepare_module
 from audio_vqvae.errors import InputError
+
+import data_trees
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ def test_ensure_prepared_missing_corpus(monkeypatch, tmp_path):
     with pytest.raises(InputError) as error:
         ensure_prepared(DataConfig(corpus="vctk"), 16000, progress=False)
     message = str(error.value)
-    assert str(tmp_path / "VCTK-Corpus-0.92") in message and "10283/3443" in message and "--demo" in message
+    assert str(tmp_path / "VCTK-Corpus-0.92") in message and "10283/3443" in message and "--demo" not in message
     with pytest.raises(InputError, match="openslr.org/12"):
         ensure_prepared(DataConfig(corpus="librispeech"), 16000, progress=False)
 
@@ -201,14 +202,15 @@ def test_pitch_is_tracked_once_and_lands_on_the_stored_audio(tmp_path, folders_t
         assert 4.6 < speaker["log_f0_mean"] < 5.1 and 0 <= speaker["log_f0_std"] < 0.3
 
 
-def test_a_cache_from_before_pitch_is_rebuilt_never_misread(tmp_path, folders_tree, monkeypatch):
+@pytest.mark.parametrize("old_format", [1, 2])  # 1: before pitch.npy; 2: before trim_start and alignments
+def test_a_cache_from_before_pitch_is_rebuilt_never_misread(tmp_path, folders_tree, monkeypatch, old_format):
     out = tmp_path / "cache"
     _prepare(folders_tree, out)
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["format"] = 1  # what every cache written before pitch.npy says
+    manifest["format"] = old_format  # what every cache written before pitch.npy (1) or alignments (2) says
     (out / "manifest.json").write_text(json.dumps(manifest))
     (out / "pitch.npy").unlink()
-    with pytest.raises(InputError, match="cache format 1, expected 2"):
+    with pytest.raises(InputError, match=f"cache format {old_format}, expected 3"):
         PreparedCorpus.open(out)
     calls = _count_decodes(monkeypatch)
     rebuilt = _prepare(folders_tree, out)

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from audio_vqvae.config import ExperimentConfig, apply_overrides
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import qualify_overrides
+
 from training_helpers import REPO, make_tiny_corpus, subprocess_env, tiny_overrides
 
 STEPS = 8

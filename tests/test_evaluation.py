@@ -13,12 +13,24 @@ from audio_vqvae.checkpoint import save_checkpoint
 from audio_vqvae.cli import main
 from audio_vqvae.config import DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.data import prepare_corpus
-from audio_vqvae.evaluation.metrics import (LEVELS, MCD_SCALE, cepstral_distortion, code_statistics, frame_levels,
-                                            level_bits, log_spectral_distance, lpc_reference_bits, median_f0,
-                                            mel_cepstral_distortion, mel_cepstrum, voiced_share)
-from audio_vqvae.mulaw import mu_law_class_bounds, mu_law_encode
+from audio_vqvae.evaluation.metrics import (
+    LEVELS,
+    MCD_SCALE,
+    cepstral_distortion,
+    code_statistics,
+    frame_levels,
+    level_bits,
+    log_spectral_distance,
+    lpc_reference_bits,
+    median_f0,
+    mel_cepstral_distortion,
+    mel_cepstrum,
+    voiced_share,
+)
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.model import VQVAE
+from audio_vqvae.mulaw import mu_law_class_bounds, mu_law_encode
+
 from data_trees import parallel_vctk, speech_like, write
 
 RATE = 8000
@@ -249,7 +261,8 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     assert evaluate_command(tiny["checkpoint"], out, "--run-dir", tmp_path / "run") == 0
     report = json.loads(out.read_text())
     assert set(report) == {"checkpoint", "step", "model", "corpus", "settings", "teacher_forced", "codes",
-                           "reconstruction", "speaker_id", "parallel", "notes", "timings_s", "seconds"}
+                           "reconstruction", "speaker_id", "parallel", "units", "notes", "timings_s", "seconds"}
+    assert report["units"]["available"] is False and "alignments" in report["units"]["reason"]  # none in this corpus
     assert report["step"] == 42
     assert report["corpus"]["heldout_utterances"] == 4 and report["corpus"]["utterances"] == 3
     assert report["corpus"]["clips"] == 3 and report["corpus"]["conversions"] == 6
@@ -277,13 +290,17 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     spk = report["speaker_id"]
     assert spk["available"] and spk["classes"] == 3 and spk["chance"] == pytest.approx(1 / 3)
     assert spk["conversions"] == 6 and spk["real_heldout_clips"] == 3
-    for key in ("real_heldout_accuracy", "reconstruction_accuracy", "conversion_target_accuracy",
-                "conversion_source_confusion"):
-        assert 0.0 <= spk[key] <= 1.0, key
-    # 9 generated clips (3 reconstructions, 6 conversions) over 3 speakers: the top one holds 3 to 9
+    # Each figure is a share of a known number of clips: k / n exactly, for a whole k in 0..n.
+    for key, clips in (("real_heldout_accuracy", 3), ("reconstruction_accuracy", 3),
+                       ("conversion_target_accuracy", 6), ("conversion_source_confusion", 6)):
+        count = spk[key] * clips
+        assert count == pytest.approx(round(count)) and 0 <= round(count) <= clips, key
+    # 9 generated clips (3 reconstructions, 6 conversions): the most common name holds a whole number of
+    # them, at least its fair share of the speakers named, and all 9 when only one is named.
     assert spk["generated_top_prediction"] in MODEL_SPEAKERS
-    assert 1 <= spk["generated_speakers_named"] <= 3
-    assert 3 / 9 <= spk["generated_top_share"] <= 1.0
+    named, top = spk["generated_speakers_named"], spk["generated_top_share"] * 9
+    assert 1 <= named <= 3 and top == pytest.approx(round(top)) and round(top) >= -(-9 // named)
+    assert named > 1 or round(top) == 9
 
     par = report["parallel"]
     assert par["available"] and par["pairs"] == 6  # every target read the held-out sentence
@@ -359,7 +376,9 @@ def test_bad_inputs_are_one_line_and_leave_no_report(tiny, tmp_path, capsys):
     assert "no prepared corpus" in fails(tiny["checkpoint"], out, "--cache", tmp_path)
     assert "does not exist" in fails(tiny["checkpoint"], out, "--corpus", "vctk", "--data-root", tmp_path / "nowhere")
     assert ".json" in fails(tiny["checkpoint"], tmp_path / "report.txt")
-    assert "--utterances" in fails(tiny["checkpoint"], out, "--utterances", 0)
+    with pytest.raises(SystemExit, match="2"):  # refused while parsing the options, before any work
+        evaluate_command(tiny["checkpoint"], out, "--utterances", 0)
+    assert "--utterances: expected an integer >= 1" in one_error_line(capsys) and not out.exists()
 
     no_heldout = tmp_path / "no-heldout"
     prepare_corpus("vctk", tiny["root"], no_heldout, sample_rate=RATE, valid_utterances_per_speaker=0,
@@ -369,3 +388,25 @@ def test_bad_inputs_are_one_line_and_leave_no_report(tiny, tmp_path, capsys):
     other_rate = tmp_path / "other-rate"
     prepare_corpus("vctk", tiny["root"], other_rate, sample_rate=16000, num_workers=0, progress=False)
     assert "16000 Hz" in fails(tiny["checkpoint"], out, "--cache", other_rate)
+
+
+def test_evaluate_a_model_with_a_source_excitation(tiny, tmp_path):
+    """The decoder speaks with the held-out clips' tracked f0, moved to each conversion's target speaker."""
+    from audio_vqvae.data import PreparedCorpus
+
+    assert evaluate_command(tiny["checkpoint"], tmp_path / "plain.json") == 0  # prepares the cache
+    table = {entry["name"]: entry for entry in PreparedCorpus.open(tiny["cache"]).speakers}
+    assert all(table[name]["log_f0_mean"] is not None for name in MODEL_SPEAKERS)
+    config = tiny_model_config()
+    config.decoder.excitation_harmonics = 2
+    torch.manual_seed(0)
+    model = VQVAE(config, speakers=[{**table[name], "id": i} for i, name in enumerate(MODEL_SPEAKERS)])
+    checkpoint = tmp_path / "pitch.pt"
+    data = DataConfig(corpus="vctk", data_root=str(tiny["root"]), cache_dir=str(tiny["cache"]), num_workers=0,
+                      valid_utterances_per_speaker=1)
+    save_checkpoint(checkpoint, model, extra={"experiment": ExperimentConfig(model=config, data=data).to_dict()})
+    out = tmp_path / "pitch.json"
+    assert evaluate_command(checkpoint, out) == 0
+    report = json.loads(out.read_text())
+    assert report["teacher_forced"]["utterances"] == 3 and report["corpus"]["conversions"] == 6
+    assert report["reconstruction"]["clips"] == 3 and report["parallel"]["pairs"] == 6

@@ -93,10 +93,11 @@ def test_preemphasis_is_exactly_inverted_by_deemphasis():
 
 
 def test_preemphasis_model_predicts_emphasised_classes_and_generates_plain_audio():
+    import torch.nn.functional as F
+
     from audio_vqvae.emphasis import deemphasis, preemphasis
     from audio_vqvae.generation.engine import generate
     from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
-    import torch.nn.functional as F
     model = VQVAE(tiny_config(preemphasis=0.9)).eval()
     t = torch.arange(960) / 16000
     audio = (0.5 * torch.sin(2 * math.pi * 200 * t)).unsqueeze(0)

@@ -9,8 +9,17 @@ import torch
 from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.generation.engine import generate
 from audio_vqvae.model import VQVAE
-from audio_vqvae.pitch import (convert_f0, excitation, generation_pitch, log_f0_stats, measure_phase, sample_pitch,
-                               shift_f0, speaker_log_f0, track_pitch)
+from audio_vqvae.pitch import (
+    convert_f0,
+    excitation,
+    generation_pitch,
+    log_f0_stats,
+    measure_phase,
+    sample_pitch,
+    shift_f0,
+    speaker_log_f0,
+    track_pitch,
+)
 
 RATE = 8000
 

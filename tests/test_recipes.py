@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from audio_vqvae.checkpoint import load_model
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import main as recipe_main
+
 from training_helpers import REPO, make_tiny_corpus, recipe_command, run_recipe, subprocess_env, tiny_overrides
 
 STEPS = 30  # 5 batches per epoch: the runs cross several epoch boundaries
@@ -151,8 +152,9 @@ def test_recipe_configs_are_complete(recipe, name):
 
     assert set(yaml.safe_load(text)) == {"model", "data", "train"}
     preset = ModelConfig.preset("paper" if name == "paper" else "small")
-    if name == "demo":  # the SMALL architecture at 8 kHz
-        assert config.model.sample_rate == 8000
+    if name == "demo":  # the SMALL architecture at 8 kHz, with the source excitation
+        assert config.model.sample_rate == 8000 and config.model.decoder.excitation_harmonics == 16
         preset.sample_rate = 8000
+        preset.decoder.excitation_harmonics = 16
     assert config.model == preset
     assert config.data.corpus == ("demo" if name == "demo" else recipe)

@@ -15,8 +15,8 @@ from audio_vqvae.training.logs import colorize, mel_image, read_metrics, usage_i
 from audio_vqvae.training.recipe import qualify_overrides
 from audio_vqvae.training.schedule import make_scheduler, warmup_cosine
 from audio_vqvae.training.trainer import _get_rng_state, _set_rng_state, list_checkpoints
-from training_helpers import REPO, make_tiny_corpus, tiny_overrides
 
+from training_helpers import REPO, make_tiny_corpus, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -46,12 +46,18 @@ PEAK_LIMIT = 0.99
 
 @dataclass
 class Processed:
-    """A file that passed: ``audio`` int16[T] at the target rate, plus what was noticed on the way."""
+    """A file that passed: ``audio`` int16[T] at the target rate, plus what was noticed on the way.
+
+    ``trim_start`` is where ``audio`` begins in the resampled file and ``resampled_length`` that file's
+    length (samples at the target rate): what moves a time alignment of the source file onto ``audio``.
+    """
 
     audio: np.ndarray
     source_rate: int
     channels: int
     warnings: list[str] = field(default_factory=list)
+    trim_start: int = 0
+    resampled_length: int = 0
 
 
 @dataclass
@@ -107,6 +113,7 @@ def process_file(path: Union[str, Path], *, sample_rate: int, trim_silence_db: O
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
     frame_db = frame_levels_db(mono, sample_rate)
+    resampled_length, start = len(mono), 0
     if trim_silence_db is not None:
         start, stop = speech_bounds(frame_db, sample_rate, len(mono), top_db=trim_silence_db)
         mono = mono[start:stop]
@@ -116,7 +123,8 @@ def process_file(path: Union[str, Path], *, sample_rate: int, trim_silence_db: O
     if level_db is not None:
         mono = normalise_level(mono, sample_rate, level_db)
     pcm = np.round(np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
-    return Processed(audio=pcm, source_rate=rate, channels=channels, warnings=warnings)
+    return Processed(audio=pcm, source_rate=rate, channels=channels, warnings=warnings, trim_start=start,
+                     resampled_length=resampled_length)
 
 
 def frame_levels_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:

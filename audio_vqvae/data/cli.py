@@ -13,6 +13,13 @@ from typing import Iterator
 from audio_vqvae.data.demo import make_demo_corpus
 from audio_vqvae.data.paths import DEFAULT_CORPUS_FOLDERS, default_corpus_root, default_data_dir
 from audio_vqvae.data.prepare import default_cache_dir, prepare_corpus, processing_settings
+from audio_vqvae.errors import CorpusNotFoundError
+from audio_vqvae.options import COUNT, Number, display_command
+
+# Telephone band to studio rates; outside it a rate is a typo (16 for 16000).
+SAMPLE_RATE = Number(int, minimum=4000, maximum=192000)
+TRIM_DB = Number(float, above=0.0, maximum=120.0)
+LEVEL_DB = Number(float, minimum=-60.0, maximum=0.0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,14 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               f"{{{','.join(DEFAULT_CORPUS_FOLDERS.values())},demo}})")
     prepare.add_argument("--out", type=Path, default=None,
                          help=f"cache folder (default: {default_data_dir()}/cache/<corpus>-<settings hash>)")
-    prepare.add_argument("--sample-rate", type=int, default=16000, help="model sample rate in Hz (default 16000)")
+    prepare.add_argument("--sample-rate", type=SAMPLE_RATE, default=16000,
+                         help=f"model sample rate in Hz, {SAMPLE_RATE.range} (default 16000)")
     trim = prepare.add_mutually_exclusive_group()
-    trim.add_argument("--trim-db", type=float, default=40.0,
-                      help="trim leading/trailing audio this many dB below the loudest frame (default 40)")
+    trim.add_argument("--trim-db", type=TRIM_DB, default=40.0,
+                      help=f"trim leading/trailing audio this many dB below the loudest frame, {TRIM_DB.range} "
+                           "(default 40)")
     trim.add_argument("--no-trim", action="store_true", help="keep leading and trailing silence")
-    prepare.add_argument("--level-db", type=float, default=-24.0, help="speech RMS level in dBFS (default -24)")
-    prepare.add_argument("--valid-utterances", type=int, default=2,
-                         help="utterances per speaker held out for validation (default 2)")
+    prepare.add_argument("--level-db", type=LEVEL_DB, default=-24.0,
+                         help=f"speech RMS level in dBFS, {LEVEL_DB.range} (default -24)")
+    prepare.add_argument("--valid-utterances", type=COUNT, default=2,
+                         help=f"utterances per speaker held out for validation, {COUNT.range} (default 2)")
     prepare.add_argument("--valid-speakers", default="", help="comma-separated speakers held out entirely")
     prepare.add_argument("--subsets", default="train-clean-100",
                          help="LibriSpeech training subsets, comma-separated (default train-clean-100)")
@@ -45,18 +55,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="LibriSpeech validation subsets, comma-separated (e.g. dev-clean); "
                               "replace the per-speaker hold-out")
     prepare.add_argument("--mic", choices=("mic1", "mic2"), default="mic1", help="VCTK 0.92 microphone (default mic1)")
-    prepare.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    prepare.add_argument("--workers", type=COUNT, default=2,
+                         help=f"decoding processes, {COUNT.range}; 0 or 1 decodes in this process (default 2)")
+    prepare.add_argument("--alignments", type=Path, default=None,
+                         help="phone alignments to store with the cache: a folder of Praat TextGrids (as the "
+                              "Montreal Forced Aligner writes them, a 'phones' tier) and/or ZeroSpeech .item files, "
+                              "matched to utterances by id (default: those the cache has, else <corpus>/alignments, "
+                              "which the demo corpus has)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=run_prepare)
 
     demo = subparsers.add_parser(
         "demo-corpus", help="synthesise the bundled demo corpus (eSpeak NG, VCTK 0.92 layout)",
-        description="Synthesise 8 eSpeak NG speakers reading the same Harvard sentences (about 8 minutes) "
+        description="Synthesise 8 eSpeak NG speakers reading the same Harvard sentences (about 9.4 minutes) "
                     "in the VCTK 0.92 layout. Reuses an existing, complete corpus unless --force.")
     demo.add_argument("--out", type=Path, default=None,
                       help=f"folder that will hold VCTK-Corpus-0.92 (default: {default_corpus_root('demo')})")
     demo.add_argument("--force", action="store_true", help="rebuild even if the corpus exists")
-    demo.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
+    demo.add_argument("--workers", type=COUNT, default=2,
+                      help=f"synthesis processes, {COUNT.range}; 0 or 1: one process (default 2)")
     demo.set_defaults(func=run_demo_corpus)
 
 
@@ -82,7 +99,11 @@ def _log_to_stderr() -> Iterator[None]:
 
 def run_prepare(args: argparse.Namespace) -> int:
     with _log_to_stderr():
-        return _prepare(args)
+        try:
+            return _prepare(args)
+        except CorpusNotFoundError as err:
+            raise CorpusNotFoundError(f"{err}; or, without any download: {display_command('audio-vqvae')} prepare "
+                                      "--corpus demo (builds the bundled demo corpus)") from None
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -105,7 +126,7 @@ def _prepare(args: argparse.Namespace) -> int:
                               valid_utterances_per_speaker=args.valid_utterances,
                               valid_speakers=_list(args.valid_speakers), train_subsets=train_subsets,
                               valid_subsets=valid_subsets, mic=args.mic, num_workers=args.workers,
-                              progress=not args.quiet, level_db=args.level_db)
+                              progress=not args.quiet, level_db=args.level_db, alignments=args.alignments)
     print(f"{prepared.cache_dir} ready in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from audio_vqvae.data.paths import EXPECTED_LAYOUTS
-from audio_vqvae.errors import InputError
+from audio_vqvae.errors import CorpusNotFoundError, InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 CORPORA = ("vctk", "librispeech", "folders")
@@ -108,10 +108,9 @@ def scan_corpus(corpus: str, data_root: Union[str, Path], *, mic: str = "mic1",
     return scan
 
 
-def corpus_not_found(corpus: str, root: Path, what: str) -> InputError:
-    """The one-line error for a missing or unrecognisable corpus root."""
-    return InputError(f"{root}: {what}; expected {EXPECTED_LAYOUTS[corpus]}. "
-                      "(`--demo` runs on the bundled demo corpus without any download.)")
+def corpus_not_found(corpus: str, root: Path, what: str) -> CorpusNotFoundError:
+    """The one-line error for a missing or unrecognisable corpus root (the caller adds its own alternative)."""
+    return CorpusNotFoundError(f"{root}: {what}; expected {EXPECTED_LAYOUTS[corpus]}")
 
 
 # --------------------------------------------------------------------------- VCTK

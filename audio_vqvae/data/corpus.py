@@ -19,10 +19,11 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from audio_vqvae.atomic import atomic_write
+from audio_vqvae.data.alignments import frame_labels
 from audio_vqvae.errors import InputError
 from audio_vqvae.pitch import pitch_hop, sample_pitch
 
-CACHE_FORMAT = 2  # 2: pitch.npy and the speakers' ln-f0 statistics
+CACHE_FORMAT = 3  # 2: pitch.npy and the speakers' ln-f0 statistics; 3: trim_start, source_length, phones.npy
 SPLITS = ("train", "valid")
 
 
@@ -38,6 +39,7 @@ class PreparedCorpus:
             ``utterances``, ``seconds`` and ``held_out``.
         utterances: index records with ``name``, ``speaker`` (name), ``offset``, ``length``,
             ``text``, ``source`` (path relative to the corpus root).
+        phones: the phone inventory of the alignments (label per phone id); empty without alignments.
     """
 
     def __init__(self, cache_dir: Path, manifest: dict, utterances: list[dict], speakers: list[dict],
@@ -55,6 +57,17 @@ class PreparedCorpus:
         self._offsets = np.asarray([u["offset"] for u in utterances], dtype=np.int64)
         self._lengths = np.asarray([u["length"] for u in utterances], dtype=np.int64)
         self._speaker_ids = np.asarray([self._ids[u["speaker"]] for u in utterances], dtype=np.int64)
+        self.phones: list[str] = []
+        self._phone_rows: list[Optional[list[int]]] = [None] * len(utterances)
+        self._phone_table: Optional[np.ndarray] = None
+        if manifest.get("alignments"):
+            index = read_json(cache_dir / "phones.json")
+            if index.get("hash") != manifest["alignments"]["hash"] or len(index["utterances"]) != len(utterances):
+                raise InputError(f"{cache_dir}: phones.json does not match manifest.json (interrupted update?); "
+                                 "run `audio-vqvae prepare` again")
+            self.phones = list(index["inventory"])
+            self._phone_rows = index["utterances"]
+            self._phone_table = np.load(cache_dir / "phones.npy")
 
     @classmethod
     def open(cls, cache_dir: Union[str, Path]) -> "PreparedCorpus":
@@ -116,6 +129,31 @@ class PreparedCorpus:
         frames = np.asarray(self.pitch[record["pitch_offset"]:record["pitch_offset"] + record["pitch_frames"]])
         return sample_pitch(frames[:, 0], self.sample_rate, max(0, stop - start), self.pitch_hop,
                             phase=frames[:, 1], start=start)
+
+    @property
+    def has_alignments(self) -> bool:
+        """True when some utterance has phone alignments."""
+        return any(rows is not None for rows in self._phone_rows)
+
+    def is_aligned(self, index: int) -> bool:
+        return self._phone_rows[index] is not None
+
+    def phone_segments(self, index: int) -> np.ndarray:
+        """Phones of utterance ``index``: int32[N x 3] rows ``(start, stop, phone id)`` in samples of its stored
+        audio, in time order; empty where it has no alignment. ``self.phones[id]`` is the label."""
+        rows = self._phone_rows[index]
+        if rows is None or self._phone_table is None:
+            return np.zeros((0, 3), np.int32)
+        return self._phone_table[rows[0]:rows[0] + rows[1]]
+
+    def frame_phones(self, index: int, hop_length: int, num_frames: Optional[int] = None) -> np.ndarray:
+        """Phone id at the centre of each ``hop_length`` frame of utterance ``index``: int64[F], -1 where none.
+
+        ``num_frames`` defaults to ``length // hop_length`` (the frames an encoder of that hop gives).
+        """
+        if num_frames is None:
+            num_frames = int(self._lengths[index]) // hop_length
+        return frame_labels(self.phone_segments(index), num_frames, hop_length)
 
     @property
     def report(self) -> dict:

@@ -2,20 +2,23 @@
 
 Eight synthetic speakers (four male and four female voice variants; American, English RP,
 Lancashire, Scottish and Caribbean accents) read the same 24 Harvard sentences (IEEE 1969,
-public domain) plus 4 sentences of their own, about 8 minutes in all. The corpus uses the VCTK 0.92
+public domain) plus 4 sentences of their own, about 9.4 minutes in all. The corpus uses the VCTK 0.92
 layout, so the VCTK code path reads it:
 
     demo/VCTK-Corpus-0.92/
         wav48_silence_trimmed/d01/d01_001_mic1.flac   (22,050 Hz, eSpeak's native rate)
         txt/d01/d01_001.txt
         speaker-info.txt
+        alignments/d01/d01_001.TextGrid   the phonemes eSpeak NG spoke, as MFA writes them (a "phones" tier)
         sentences.tsv       utterance number -> sentence and which speakers read it
         demo.json           generator version and settings; written last (marks a complete corpus)
 
 Utterance number ``NNN`` is sentence ``NNN`` for every speaker: ``001``-``024`` are read by all,
 the others by one speaker only. eSpeak NG comes from the ``espeakng-loader`` wheel (library and voice
 data), called through ctypes in a fresh process per speaker (:mod:`audio_vqvae.data.espeak_worker`),
-so the caller's process never loads it and every file is reproducible.
+so the caller's process never loads it and every file is reproducible. eSpeak NG's phoneme events
+(the mnemonic and sample offset of every phoneme it speaks) become the TextGrids in ``alignments/``,
+which ``prepare`` carries onto the cached audio (:mod:`audio_vqvae.data.alignments`).
 
 Example:
     >>> root = make_demo_corpus()                           # doctest: +SKIP
@@ -38,12 +41,13 @@ from pathlib import Path
 from typing import Optional, Union
 
 from audio_vqvae.data import espeak_worker
+from audio_vqvae.data.alignments import espeak_segments, write_textgrid
 from audio_vqvae.data.paths import default_corpus_root
 from audio_vqvae.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-DEMO_GENERATOR_VERSION = 1
+DEMO_GENERATOR_VERSION = 2  # 2: alignments/ (the audio is the same sample for sample as version 1's)
 CORPUS_FOLDER = "VCTK-Corpus-0.92"
 SHARED_SENTENCES = 24
 OWN_SENTENCES = 4
@@ -252,4 +256,12 @@ def _synthesise_speaker(voice: DemoVoice, utterances: list[tuple[str, str]], sta
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"eSpeak NG worker failed for demo speaker {voice.speaker} ({voice.voice}): {last}")
-    return float(json.loads(result.stdout)["seconds"])
+    output = json.loads(result.stdout)
+    rate = int(output["sample_rate"])
+    for path, events in output["phonemes"].items():
+        name = Path(path).name.rsplit("_", 1)[0]  # d01_001_mic1.flac -> d01_001
+        length = int(output["lengths"][path])
+        write_textgrid(staging / "alignments" / voice.speaker / f"{name}.TextGrid",
+                       espeak_segments([(int(sample), label) for sample, label in events], length=length,
+                                       sample_rate=rate), length / rate)
+    return float(output["seconds"])

@@ -4,11 +4,13 @@ eSpeak NG keeps synthesis state in library globals that neither ``espeak_Termina
 resets (an utterance's waveform depends on everything the process synthesised before), so each
 speaker of the demo corpus is synthesised in a fresh process running this file as a script::
 
-    python espeak_worker.py < job.json     # prints {"seconds": ...}
+    python espeak_worker.py < job.json     # prints {"seconds": ..., "sample_rate": ..., "phonemes": {...}}
 
-The job is ``{"voice": str, "rate": int, "pitch": int, "range": int, "sample_rate_out": null,
-"files": [[path, text, seed], ...]}``. This module imports only numpy, soundfile and the loader
-wheel, so a worker starts in a fraction of a second.
+The job is ``{"voice": str, "rate": int, "pitch": int, "range": int, "pad_seconds": float,
+"files": [[path, text, seed], ...]}``. ``phonemes`` maps each path to the ``[sample, mnemonic]`` of every
+phoneme eSpeak NG spoke (phoneme events; the sample counted from the start of the written file, padding
+included). Turning the events on does not change a sample of the audio. This module imports only numpy,
+soundfile and the loader wheel, so a worker starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -22,7 +24,23 @@ import numpy as np
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_EVENT_LIST_TERMINATED, _EVENT_PHONEME = 0, 7  # espeak_EVENT_TYPE
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    """``espeak_EVENT`` of speak_lib.h."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                   ctypes.POINTER(_Event))
 
 
 class ESpeak:
@@ -44,12 +62,22 @@ class ESpeak:
         if self.sample_rate <= 0:
             raise RuntimeError("eSpeak NG failed to initialise")
         self._chunks: list[np.ndarray] = []
+        self.phonemes: list[tuple[int, str]] = []  # of the last synthesise(): (sample, eSpeak mnemonic)
+        # Mnemonics (ASCII, one token each), not IPA: they go into whitespace-separated alignment files.
+        self._lib.espeak_ng_SetPhonemeEvents.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_ng_SetPhonemeEvents(1, 0)
         self._callback = _SYNTH_CALLBACK(self._collect)  # kept on self: ctypes must not free it
         self._lib.espeak_SetSynthCallback(self._callback)
 
     def _collect(self, wav, num_samples: int, events) -> int:
         if wav and num_samples > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        k = 0
+        while events and events[k].type != _EVENT_LIST_TERMINATED:
+            if events[k].type == _EVENT_PHONEME:
+                # ``sample`` counts from the start of this utterance's audio (``audio_position`` is whole ms)
+                self.phonemes.append((int(events[k].sample), events[k].id.string.decode("ascii", "replace")))
+            k += 1
         return 0
 
     def synthesise(self, text: str, *, voice: str, rate: int, pitch: int, range: int, seed: int = 0) -> np.ndarray:
@@ -70,7 +98,7 @@ class ESpeak:
             self._lib.espeak_SetParameter(parameter, value, 0)
         self._lib.espeak_ng_SetRandSeed(seed)
         self._libc.srand(ctypes.c_uint(seed))
-        self._chunks = []
+        self._chunks, self.phonemes = [], []
         data = text.encode() + b"\0"
         if self._lib.espeak_Synth(data, len(data), 0, 0, 0, 0, None, None) != 0:
             raise RuntimeError(f"eSpeak NG failed on {text!r}")
@@ -78,14 +106,21 @@ class ESpeak:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
 
 
-def run_job(job: dict) -> float:
+def run_job(job: dict) -> dict:
     """Synthesise ``job["files"]`` with one voice, each padded with ``job["pad_seconds"]`` of silence,
-    as 16-bit FLAC; return the seconds written."""
+    as 16-bit FLAC.
+
+    Returns:
+        ``{"seconds": written, "sample_rate": eSpeak's rate, "phonemes": {path: [[sample, mnemonic], ...]},
+        "lengths": {path: samples}}``.
+    """
     import soundfile
 
     engine = ESpeak()
     pad = np.zeros(round(job["pad_seconds"] * engine.sample_rate), np.int16)
     seconds = 0.0
+    phonemes: dict[str, list] = {}
+    lengths: dict[str, int] = {}
     for path, text, seed in job["files"]:
         speech = engine.synthesise(text, voice=job["voice"], rate=job["rate"], pitch=job["pitch"],
                                    range=job["range"], seed=seed)
@@ -93,8 +128,10 @@ def run_job(job: dict) -> float:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(path, audio, engine.sample_rate, format="FLAC", subtype="PCM_16")
         seconds += len(audio) / engine.sample_rate
-    return seconds
+        phonemes[path] = [[len(pad) + sample, name] for sample, name in engine.phonemes]
+        lengths[path] = len(audio)
+    return {"seconds": seconds, "sample_rate": engine.sample_rate, "phonemes": phonemes, "lengths": lengths}
 
 
 if __name__ == "__main__":
-    print(json.dumps({"seconds": run_job(json.load(sys.stdin))}))
+    print(json.dumps(run_job(json.load(sys.stdin))))

@@ -7,7 +7,12 @@ A cache folder holds:
   (frame i centred on sample ``i * hop``): column 0 the f0 in Hz (0 where unvoiced), column 1 the phase
   of the fundamental measured in the audio (radians; :mod:`audio_vqvae.pitch`);
 * ``utterances.json``: per utterance ``name``, ``speaker``, ``offset``, ``length``, ``text``, ``source``,
-  ``pitch_offset``, ``pitch_frames``;
+  ``pitch_offset``, ``pitch_frames``, ``trim_start`` (where the stored audio begins in the source file
+  resampled to the cache rate) and ``source_length`` (that resampled file's length);
+* ``phones.npy`` / ``phones.json`` (where the corpus has phone alignments): int32 (segments, 3) rows
+  ``(start, stop, phone id)`` in samples of each utterance's stored audio, utterance after utterance, and
+  the phone inventory, each utterance's ``[first row, rows]`` and the problems met
+  (:func:`attach_alignments`);
 * ``speakers.json``: the speaker table (``id`` 0..N-1 in name order, ``name``, corpus metadata, and
   ``log_f0_mean`` / ``log_f0_std``: ln f0 over the speaker's voiced frames, for pitch conversion);
 * ``splits.json``: utterance indices of ``train`` and ``valid`` and the split settings;
@@ -46,6 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from audio_vqvae.config import DataConfig
+from audio_vqvae.data.alignments import cache_segments, match_alignments, phone_inventory, read_alignments
 from audio_vqvae.data.audio import Processed, process_file
 from audio_vqvae.data.corpora import CorpusScan, SourceUtterance, count_reasons, scan_corpus
 from audio_vqvae.data.corpus import CACHE_FORMAT, PreparedCorpus, read_json, write_json_atomic
@@ -56,7 +62,7 @@ from audio_vqvae.pitch import TRACKER, log_f0_stats, measure_phase, track_pitch
 
 logger = logging.getLogger(__name__)
 
-PROCESSING_VERSION = 2   # bump when process_file's output changes for the same settings (2: pitch.npy)
+PROCESSING_VERSION = 3   # bump when process_file's output changes for the same settings (2: pitch.npy, 3: trim_start)
 CHUNK_FILES = 32
 DEFAULT_LEVEL_DB = -24.0
 
@@ -112,7 +118,8 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
                    valid_utterances_per_speaker: int = 2, valid_speakers: Sequence[str] = (),
                    train_subsets: Sequence[str] = ("train-clean-100",), valid_subsets: Sequence[str] = (),
                    mic: str = "mic1", num_workers: int = 2, progress: bool = True,
-                   level_db: Optional[float] = DEFAULT_LEVEL_DB) -> PreparedCorpus:
+                   level_db: Optional[float] = DEFAULT_LEVEL_DB,
+                   alignments: Optional[Union[str, Path]] = None) -> PreparedCorpus:
     """Decode, clean and store a corpus in ``out_dir``; reuse ``out_dir`` when it already holds it.
 
     Args:
@@ -133,6 +140,9 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
         num_workers: worker processes decoding files (0 or 1: in this process).
         progress: show a progress bar.
         level_db: RMS level of speech in dBFS after normalisation (None: keep the level).
+        alignments: a folder (or file) of phone alignments, TextGrids or ``.item`` files
+            (:mod:`audio_vqvae.data.alignments`). None keeps the alignments the cache already has, or
+            uses ``<corpus root>/alignments`` where it exists (the demo corpus has one).
 
     Returns:
         The :class:`PreparedCorpus` in ``out_dir``; its ``report`` lists rejected files.
@@ -165,6 +175,7 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
             _write_split(out_dir, manifest, split)
         else:
             logger.info("%s: cache is up to date", out_dir)
+        attach_alignments(out_dir, _alignment_source(alignments, manifest, scan.root))
         prepared = PreparedCorpus.open(out_dir)
         _log_summary(prepared, skipped=False)
         return prepared
@@ -175,6 +186,7 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
     results = _process_all(scan, settings, out_dir / ".work", num_workers=num_workers, progress=progress)
     manifest = _assemble(scan, settings, fingerprint, results, out_dir, elapsed=time.perf_counter() - start_time)
     _write_split(out_dir, manifest, split)
+    attach_alignments(out_dir, _alignment_source(alignments, None, scan.root))
     shutil.rmtree(out_dir / ".work", ignore_errors=True)
     prepared = PreparedCorpus.open(out_dir)
     _log_summary(prepared, skipped=True)
@@ -215,7 +227,8 @@ def _process_chunk(task: _ChunkTask) -> list[dict]:
             pitches.append(_pitch_frames(result.audio, task.sample_rate))
             meta.append({"kept": True, "length": len(result.audio), "frames": len(pitches[-1]),
                          "source_rate": result.source_rate, "channels": result.channels,
-                         "warnings": result.warnings})
+                         "warnings": result.warnings, "trim_start": result.trim_start,
+                         "source_length": result.resampled_length})
         else:
             meta.append({"kept": False, "reason": result.reason, "source_rate": result.source_rate,
                          "channels": result.channels})
@@ -310,7 +323,8 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
             voiced_f0.setdefault(source.speaker, []).append(chunk_pitch[frame_cursor:frame_cursor + frames, 0])
             utterances.append({"name": source.name, "speaker": source.speaker, "offset": offset, "length": length,
                                "text": source.text, "source": relative, "key": source.key, "subset": source.subset,
-                               "pitch_offset": frame_offset, "pitch_frames": frames})
+                               "pitch_offset": frame_offset, "pitch_frames": frames,
+                               "trim_start": item["trim_start"], "source_length": item["source_length"]})
             warnings.extend((relative, w) for w in item["warnings"])
             cursor += length
             offset += length
@@ -419,6 +433,74 @@ def assign_splits(utterances: Sequence[dict], split: SplitSettings) -> tuple[lis
     return sorted(train), sorted(valid)
 
 
+# --------------------------------------------------------------------------- alignments
+
+
+def _alignment_source(asked: Optional[Union[str, Path]], manifest: Optional[dict], root: Path) -> Optional[Path]:
+    """The alignments to attach: the ones asked for, else those the cache was made with, else ``root/alignments``."""
+    if asked is not None:
+        path = Path(asked).expanduser().resolve()
+        if not path.exists():
+            raise InputError(f"--alignments {asked}: no such folder or file")
+        return path
+    previous = ((manifest or {}).get("alignments") or {}).get("source")
+    if previous and Path(previous).exists():
+        return Path(previous)
+    default = root / "alignments"
+    return default.resolve() if default.is_dir() else None
+
+
+def attach_alignments(out_dir: Path, source: Optional[Path]) -> None:
+    """Read the alignments under ``source``, move them onto the cached utterances and store them.
+
+    Writes ``phones.npy`` (int32 rows ``(start, stop, phone id)``, samples of each utterance's stored
+    audio) and ``phones.json`` (``inventory``, per utterance ``[first row, rows]`` or None, ``problems``),
+    then records them in the manifest. Nothing is decoded; unchanged alignment files are not read again.
+    Every alignment that matches no utterance, names one twice or whose times fall outside the audio
+    is left out with one logged line (also in ``phones.json`` and ``prepare.log``).
+    """
+    manifest = read_json(out_dir / "manifest.json")
+    if source is None:
+        if manifest.get("alignments"):
+            write_json_atomic(out_dir / "manifest.json", {k: v for k, v in manifest.items() if k != "alignments"})
+        return
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*")
+                                                     if p.suffix.lower() in (".textgrid", ".item"))
+    digest = _digest({"processing": manifest["processing_hash"], "source": str(source),
+                      "files": [(str(p), _size(p), p.stat().st_mtime_ns) for p in files]})
+    if (manifest.get("alignments") or {}).get("hash") == digest:
+        return
+    utterances = read_json(out_dir / "utterances.json")
+    rate = int(manifest["sample_rate"])
+    matched, problems = match_alignments(read_alignments(source), utterances, rate)
+    phone_ids: dict[str, int] = {}
+    rows, index_rows, row = [], [], 0
+    for index, record in enumerate(utterances):
+        if index not in matched:
+            index_rows.append(None)
+            continue
+        segments = cache_segments(matched[index].segments, sample_rate=rate, trim_start=record["trim_start"],
+                                  length=record["length"], phone_ids=phone_ids)
+        rows.append(segments)
+        index_rows.append([row, len(segments)])
+        row += len(segments)
+    table = np.concatenate(rows) if rows else np.zeros((0, 3), np.int32)
+    atomic_write(out_dir / "phones.npy", lambda handle: np.save(handle, table))
+    for path, problem in problems:
+        logger.warning("alignment %s: %s", path, problem)
+    write_json_atomic(out_dir / "phones.json", {"hash": digest, "source": str(source),
+                                                "inventory": phone_inventory(phone_ids), "utterances": index_rows,
+                                                "problems": [{"path": p, "problem": q} for p, q in problems]})
+    with open(out_dir / "prepare.log", "a", encoding="utf-8") as log:
+        log.writelines(f"alignment\t{path}\t{problem}\n" for path, problem in problems)
+    aligned = len(matched)
+    logger.info("alignments from %s: %d of %d utterances, %d phones, %d problem(s)", source, aligned,
+                len(utterances), len(phone_ids), len(problems))
+    write_json_atomic(out_dir / "manifest.json", dict(manifest, alignments={
+        "hash": digest, "source": str(source), "aligned_utterances": aligned, "phones": len(phone_ids),
+        "problems": len(problems)}))
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -428,7 +510,7 @@ def _claim_out_dir(out_dir: Path, manifest: Optional[dict]) -> None:
         raise InputError(f"{out_dir}: cache path exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     ours = {"manifest.json", "audio.npy", "pitch.npy", "utterances.json", "speakers.json", "splits.json", "report.json",
-            "prepare.log", ".work"}
+            "prepare.log", ".work", "phones.npy", "phones.json"}
     foreign = [p.name for p in out_dir.iterdir() if p.name not in ours and not p.name.endswith(".tmp")]
     if foreign and manifest is None:
         raise InputError(f"{out_dir}: folder is not empty and is not an audio-vqvae cache "
@@ -492,6 +574,10 @@ def format_summary(prepared: PreparedCorpus) -> Iterable[str]:
                           ("notes", report["note_counts"])):
         if counts:
             yield f"{title}: " + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+    aligned = manifest.get("alignments")
+    if aligned:
+        yield (f"alignments: {aligned['aligned_utterances']} of {manifest['num_utterances']} utterances, "
+               f"{aligned['phones']} phones, {aligned['problems']} alignment(s) left out ({aligned['source']})")
     rates = report["source_sample_rates"]
     if len(rates) > 1:
         yield "mixed source sample rates (Hz: files): " + ", ".join(

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from audio_vqvae.errors import InputError
+from audio_vqvae.errors import CorpusNotFoundError, InputError
+from audio_vqvae.options import COUNT, POSITIVE_INT, POSITIVE_SECONDS, SEED, TEMPERATURE, device
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from audio_vqvae.evaluation.evaluate import (EvaluationSettings, evaluate, format_markdown, markdown_path,
-                                                 write_report, write_tensorboard)
+    from audio_vqvae.evaluation.evaluate import (
+        EvaluationSettings,
+        evaluate,
+        format_markdown,
+        markdown_path,
+        write_report,
+        write_tensorboard,
+    )
 
     out = Path(args.out)
     if out.suffix != ".json":
@@ -20,8 +27,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(utterances=args.utterances, conversions=args.conversions, seconds=args.seconds,
                                   temperature=args.temperature, seed=args.seed,
                                   classifier_utterances=args.classifier_utterances)
-    evaluation = evaluate(args.checkpoint, corpus=args.corpus, data_root=args.data_root, cache=args.cache,
-                          settings=settings, device=args.device, progress=not args.no_progress)
+    try:
+        evaluation = evaluate(args.checkpoint, corpus=args.corpus, data_root=args.data_root, cache=args.cache,
+                              settings=settings, device=args.device, progress=not args.no_progress)
+    except CorpusNotFoundError as err:
+        # A checkpoint is measured on its own corpus' held-out speakers; the demo corpus is no substitute.
+        raise CorpusNotFoundError(f"{err}; pass --data-root with the folder of the corpus this checkpoint was "
+                                  "trained on, or --cache with its prepared cache") from None
     markdown = write_report(evaluation, out)
     if args.run_dir:
         write_tensorboard(evaluation, args.run_dir)
@@ -45,16 +57,20 @@ def register(subparsers) -> None:
     parser.add_argument("--data-root",
                         help="extracted corpus folder (default: the checkpoint's, else the standard place)")
     parser.add_argument("--cache", help="a prepared cache folder to read directly (overrides --corpus/--data-root)")
-    parser.add_argument("--utterances", type=int, default=16,
-                        help="held-out utterances used, round-robin over speakers (default 16)")
-    parser.add_argument("--conversions", type=int, default=2, help="target speakers per utterance (default 2)")
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="length of the generated clips, from the start of each utterance (default 2)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default 0)")
-    parser.add_argument("--classifier-utterances", type=int, default=24,
-                        help="real training utterances per speaker for the speaker classifier (default 24)")
+    parser.add_argument("--utterances", type=POSITIVE_INT, default=16,
+                        help=f"held-out utterances used, round-robin over speakers, {POSITIVE_INT.range} (default 16)")
+    parser.add_argument("--conversions", type=COUNT, default=2,
+                        help=f"target speakers per utterance, {COUNT.range} (default 2)")
+    parser.add_argument("--seconds", type=POSITIVE_SECONDS, default=2.0,
+                        help="length of the generated clips, from the start of each utterance, "
+                             f"{POSITIVE_SECONDS.range} (default 2)")
+    parser.add_argument("--temperature", type=TEMPERATURE, default=1.0,
+                        help=f"sampling temperature, {TEMPERATURE.range}; 0 = greedy (default 1)")
+    parser.add_argument("--seed", type=SEED, default=0, help=f"random seed of the sampling, {SEED.range} (default 0)")
+    parser.add_argument("--classifier-utterances", type=POSITIVE_INT, default=24,
+                        help="real training utterances per speaker for the speaker classifier, "
+                             f"{POSITIVE_INT.range} (default 24)")
     parser.add_argument("--run-dir", help="also write the figures (eval/*) and a few audio clips to TensorBoard here")
-    parser.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="torch device of the model (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=cmd_evaluate)

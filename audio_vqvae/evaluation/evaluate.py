@@ -12,6 +12,9 @@ taken round-robin over speakers:
 * ``speaker_id``: an independent classifier (:mod:`~audio_vqvae.evaluation.speaker_id`) trained on real
   training-split audio names the speaker of the real clips (its ceiling), of the reconstructions and
   of the conversions (each clip to ``settings.conversions`` other training speakers);
+* ``units``: where the corpus has phone alignments, the codes as speech units
+  (:func:`~audio_vqvae.evaluation.units.unit_report`): the paper's phone accuracy, linear probes before and
+  after quantization, ABX error within and across speakers, and the speaker accuracy of a classifier on codes;
 * ``parallel``: where the target speaker also read the clip's sentence (same transcript, any split), the
   DTW-aligned MCD of the conversion to that rendition, next to the unconverted source's, and the ratio
   of their median f0. Absent, with the reason, when the corpus has no such pairs.
@@ -48,10 +51,22 @@ from audio_vqvae.config import DataConfig
 from audio_vqvae.data import PreparedCorpus, ensure_prepared
 from audio_vqvae.emphasis import preemphasis
 from audio_vqvae.errors import InputError
-from audio_vqvae.evaluation.metrics import (LEVELS, PitchTrack, analysis_frames, code_statistics, frame_levels,
-                                            level_bits, lpc_reference_bits, log_spectral_distance, median_f0,
-                                            mel_cepstral_distortion, pitch_track, voiced_share)
+from audio_vqvae.evaluation.metrics import (
+    LEVELS,
+    PitchTrack,
+    analysis_frames,
+    code_statistics,
+    frame_levels,
+    level_bits,
+    log_spectral_distance,
+    lpc_reference_bits,
+    median_f0,
+    mel_cepstral_distortion,
+    pitch_track,
+    voiced_share,
+)
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
+from audio_vqvae.evaluation.units import unit_report, unit_scalars
 from audio_vqvae.model import VQVAE
 from audio_vqvae.pitch import generation_pitch, speaker_log_f0
 
@@ -179,7 +194,7 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
              for target in _targets(clip.speaker_id, train_ids, settings.conversions, i)]
 
     with _timed(timings, "generation"):
-        generated = _generate(model, corpus, clips, rows, settings, progress)
+        generated = _generate(model, prepared, clips, rows, settings, progress)
     reconstructions = generated[:len(clips)]
     conversions = [(i, target, audio) for (i, target), audio in zip(rows[len(clips):], generated[len(clips):])]
     with _timed(timings, "reconstruction_metrics"):
@@ -192,6 +207,10 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
                                  conversions, name_of, settings, progress)
     with _timed(timings, "parallel"):
         parallel = _parallel(prepared, sentences, clips, originals, conversions, name_of, progress)
+    with _timed(timings, "units"):
+        # the whole held-out split, not just the generated clips: ABX needs many phone tokens
+        units = unit_report(model, prepared, [i for name in train_speakers for i in train[name]],
+                            [i for name in sorted(set(heldout) & known) for i in heldout[name]], seed=settings.seed)
 
     report = {
         "checkpoint": str(checkpoint),
@@ -207,6 +226,7 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
         "reconstruction": reconstruction,
         "speaker_id": speaker_id,
         "parallel": parallel,
+        "units": units,
         "notes": notes,
         "timings_s": timings,
         "seconds": round(time.perf_counter() - started, 2),
@@ -340,16 +360,17 @@ def _targets(source: int, speakers: Sequence[int], count: int, position: int) ->
     return [others[(position * count + k) % len(others)] for k in range(count)]
 
 
-@torch.no_grad()
 def _row_pitch(model: VQVAE, corpus: PreparedCorpus, clip: Clip, speaker: int) -> np.ndarray:
     """The ``(phase, f0, voiced)`` rows a clip is generated with: its tracked f0, moved to ``speaker`` if another."""
     stats = {}
     if speaker != clip.speaker_id:
-        stats = {"source": speaker_log_f0(model.speakers[clip.speaker_id]), "target": speaker_log_f0(model.speakers[speaker])}
+        stats = {"source": speaker_log_f0(model.speakers[clip.speaker_id]),
+                 "target": speaker_log_f0(model.speakers[speaker])}
     return generation_pitch(corpus.f0(clip.utterance), model.config.sample_rate, len(clip.audio),
                             corpus.pitch_hop, **stats)
 
 
+@torch.no_grad()
 def _generate(model: VQVAE, corpus: PreparedCorpus, clips: Sequence[Clip], rows: Sequence[tuple[int, int]],
               settings: EvaluationSettings, progress: bool) -> list[np.ndarray]:
     """Audio of every (clip, speaker) row, generated from the clip's codes, batching rows of one clip length."""
@@ -597,9 +618,10 @@ REPORT_SECTIONS = ("teacher_forced", "codes", "reconstruction", "speaker_id", "p
 
 def report_scalars(report: dict) -> dict[str, float]:
     """The numbers of the report's measurement sections, as ``section/name`` -> value."""
-    return {f"{section}/{name}": float(value)
-            for section in REPORT_SECTIONS for name, value in report[section].items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    scalars = {f"{section}/{name}": float(value)
+               for section in REPORT_SECTIONS for name, value in report[section].items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {**scalars, **unit_scalars(report.get("units") or {})}
 
 
 def format_markdown(report: dict) -> str:
@@ -663,12 +685,56 @@ def format_markdown(report: dict) -> str:
             f"{_number(par['f0_error_semitones'], '.1f', ' semitones')} | source / target: "
             f"{_number(par['source_f0_error_semitones'], '.1f', ' semitones')} |",
         ]
-    parts = (("speaker identification", spk), ("parallel comparison", par))
+    units = report.get("units") or {"available": False, "reason": "not in this report"}
+    lines += _unit_rows(units)
+    parts = (("speaker identification", spk), ("parallel comparison", par), ("speech units", units))
     absent = [f"- {title}: not measured ({part['reason']})" for title, part in parts if not part["available"]]
     notes = [f"- {note}" for note in report["notes"]]
     if absent or notes:
         lines += ["", *absent, *notes]
+    if units["available"] and units["phone_accuracy"].get("available"):
+        lines += ["", _per_phone_table(units["phone_accuracy"])]
     return "\n".join(lines) + "\n"
+
+
+def _unit_rows(units: dict) -> list[str]:
+    """Markdown rows of the ``units`` section, each next to its chance level or baseline."""
+    if not units["available"]:
+        return []
+    acc, abx, spk = units["phone_accuracy"], units["abx"], units["speaker"]
+    rows = []
+    if acc.get("available"):
+        rows += [
+            f"| phone accuracy of the codes, each labelled with its most frequent phone in training "
+            f"({acc['frames']:,} held-out frames) | {_percent(acc['accuracy'])} | majority phone "
+            f"({acc['majority_phone']}): {_percent(acc['majority_baseline'])}; chance {_percent(acc['chance'])} "
+            f"({acc['phones']} phones) |",
+            f"| linear probe of the phone from the encoder output, before / after quantization | "
+            f"{_percent(units['probe_z_e_accuracy'])} / {_percent(units['probe_z_q_accuracy'])} | "
+            f"majority phone: {_percent(acc['majority_baseline'])} |",
+        ]
+    if abx.get("available"):
+        rows += [
+            f"| ABX error within / across speakers, phone triplets in the same context ({abx['tokens']:,} tokens) | "
+            f"{_percent(abx['within_speaker'])} / {_percent(abx['across_speaker'])} | 50 % = no phone "
+            "information; 0 is perfect |",
+            f"| ABX error within / across speakers, any context | {_percent(abx['within_speaker_any_context'])} / "
+            f"{_percent(abx['across_speaker_any_context'])} | the same |",
+        ]
+    if spk.get("available"):
+        rows.append(f"| speaker named from {spk['window_seconds']:.1f} s of codes (bag of codes, {spk['windows']} "
+                    f"held-out windows) | {_percent(spk['accuracy'])} | chance {_percent(spk['chance'])} "
+                    f"({spk['speakers']} speakers); lower means codes freer of the speaker |")
+    return rows
+
+
+def _per_phone_table(accuracy: dict) -> str:
+    """Per-phone accuracy of the code labelling on held-out frames, most frequent phones first."""
+    rows = sorted(accuracy["per_phone"].items(), key=lambda item: -item[1]["frames"])
+    lines = ["Phone accuracy of the codes per phone (held-out frames):", "", "| phone | frames | accuracy |",
+             "|---|---:|---:|"]
+    lines += [f"| {phone} | {entry['frames']:,} | {_percent(entry['accuracy'])} |" for phone, entry in rows]
+    return "\n".join(lines)
 
 
 def _level_rows(tf: dict) -> list[str]:

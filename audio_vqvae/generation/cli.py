@@ -28,6 +28,10 @@ import numpy as np
 import torch
 
 from audio_vqvae.errors import InputError
+from audio_vqvae.options import POSITIVE_INT, POSITIVE_SECONDS, SEED, TEMPERATURE, Number, NumberList, device
+
+# Four octaves either way covers any voice; beyond that the f0 leaves the range pitch tracking reports.
+PITCH_SHIFT = Number(float, minimum=-48.0, maximum=48.0)
 
 PROGRESS_MIN_SECONDS = 1.0  # progress bars only for generations longer than this much audio
 
@@ -135,12 +139,15 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
             with torch.no_grad():
                 # Conditioning per utterance, then padded: generation is causal, so padding after an
                 # utterance's end cannot change its samples.
-                conditioning = torch.zeros(len(batch), model.config.decoder.conditioning_channels, steps)
+                # Everything on the model's device: the fused engine for CPU tensors, the PyTorch path elsewhere.
+                device = next(model.parameters()).device
+                conditioning = torch.zeros(len(batch), model.config.decoder.conditioning_channels, steps,
+                                           device=device)
                 for row, job in enumerate(batch):
-                    codes = job.codes.unsqueeze(0)
-                    pitch = None if job.pitch is None else torch.from_numpy(job.pitch).unsqueeze(0)
-                    conditioning[row, :, :lengths[row]] = model.conditioning(model.quantizer.lookup(codes), lengths[row],
-                                                                             pitch)[0]
+                    codes = job.codes.unsqueeze(0).to(device)
+                    pitch = None if job.pitch is None else torch.from_numpy(job.pitch).unsqueeze(0).to(device)
+                    vectors = model.quantizer.lookup(codes)
+                    conditioning[row, :, :lengths[row]] = model.conditioning(vectors, lengths[row], pitch)[0]
                 done = [0]
 
                 def report(steps_done: int) -> None:
@@ -148,7 +155,8 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
                         bar.update(sum(min(steps_done, n) for n in lengths) - done[0])
                         done[0] = sum(min(steps_done, n) for n in lengths)
 
-                output = generate(model.decoder, conditioning, torch.tensor([job.speaker for job in batch]),
+                output = generate(model.decoder, conditioning,
+                                  torch.tensor([job.speaker for job in batch], device=device),
                                   temperature=temperature, seeds=[job.seed for job in batch], method=method,
                                   progress=report)
             audio = model.waveform(output.samples)
@@ -166,7 +174,7 @@ def _encode_file(model, path: Path) -> Encoded:
     audio = load_audio(path, model.config.sample_rate)
     if audio.shape[0] < model.hop_length:
         raise InputError(f"{path}: too short: {audio.shape[0]} samples, the model needs at least {model.hop_length}")
-    codes = model.encode(audio.unsqueeze(0))[0]
+    codes = model.encode(audio.unsqueeze(0).to(next(model.parameters()).device))[0].cpu()
     if not model.needs_pitch:
         return Encoded(codes)
     f0 = track_pitch(audio.numpy(), model.config.sample_rate).f0
@@ -188,15 +196,19 @@ def _input_files(folder: Path) -> list[Path]:
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt) written by training")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1.0)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default 0)")
+    parser.add_argument("--temperature", type=TEMPERATURE, default=1.0,
+                        help=f"sampling temperature, {TEMPERATURE.range}; 0 = greedy (default 1.0)")
+    parser.add_argument("--seed", type=SEED, default=0, help=f"random seed of the sampling, {SEED.range} (default 0)")
     parser.add_argument("--method", choices=("auto", "fused", "torch"), default="auto",
                         help="generation path: fused CPU kernels, PyTorch queues, or the fastest available (default)")
-    parser.add_argument("--device", default="cpu", help="torch device of the model (default cpu; 'cuda' uses the PyTorch path)")
-    parser.add_argument("--batch-size", type=int, default=16, help="utterances generated at once (default 16)")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="torch device of the model (default cpu; 'cuda' uses the PyTorch path)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=16,
+                        help=f"utterances generated at once, {POSITIVE_INT.range} (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--pitch-shift", type=float, default=0.0, metavar="SEMITONES",
-                        help="models with pitch input: shift the f0 spoken with by this many semitones (default 0)")
+    parser.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES",
+                        help="models with pitch input: shift the f0 spoken with by this many semitones, "
+                             f"{PITCH_SHIFT.range} (default 0)")
 
 
 def _add_keep_pitch(parser: argparse.ArgumentParser) -> None:
@@ -280,10 +292,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
         atomic_write(output, lambda file: np.savez(file, **arrays))
     else:
         atomic_write(output, lambda file: np.save(file, codes.numpy().astype(np.int64)))
-    used = int(torch.unique(codes).numel())
+    from audio_vqvae.evaluation.metrics import code_statistics
+
     num_codes = model.config.quantizer.num_codes
+    # The figure evaluate and validation report: the entropy of the code use times the frame rate, next
+    # to the ceiling log2 K x frame rate that full, uniform use would reach.
+    usage = code_statistics(np.bincount(codes.numpy(), minlength=num_codes), model.config.frame_rate)
     print(f"{args.output}: {codes.shape[0]} frames at {model.config.frame_rate:g} frames/s, "
-          f"{used} of {num_codes} codes used, bitrate {model.config.bitrate:,.0f} bits/s")
+          f"{usage.codes_used} of {num_codes} codes used, code bitrate {usage.bitrate:,.0f} bits/s "
+          f"(entropy of this file's codes; max {usage.bitrate_max:,.0f})")
     return 0
 
 
@@ -319,7 +336,8 @@ def _read_codes_file(model, path: Path) -> Encoded:
                              "encode the audio again with this checkpoint (it writes codes and f0 to a .npz)")
         codes = loaded
         if codes.ndim != 1 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
-            raise InputError(f"{path}: expected a non-empty 1-D integer array of codes, got {codes.dtype} {codes.shape}")
+            raise InputError(f"{path}: expected a non-empty 1-D integer array of codes, "
+                             f"got {codes.dtype} {codes.shape}")
         return Encoded(torch.from_numpy(codes.astype(np.int64)))
     with loaded:
         missing = {"codes", "f0", "log_f0", "sample_rate"} - set(loaded.files)
@@ -331,13 +349,15 @@ def _read_codes_file(model, path: Path) -> Encoded:
     if codes.ndim != 1 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
         raise InputError(f"{path}: expected a non-empty 1-D integer array of codes, got {codes.dtype} {codes.shape}")
     if rate != model.config.sample_rate:
-        raise InputError(f"{path}: written for a {rate} Hz model, this checkpoint runs at {model.config.sample_rate} Hz")
+        raise InputError(f"{path}: written for a {rate} Hz model, "
+                         f"this checkpoint runs at {model.config.sample_rate} Hz")
     if f0.ndim != 1 or not np.isfinite(f0).all() or (f0 < 0).any() or log_f0.shape != (2,) \
             or not np.isfinite(log_f0).all():
         raise InputError(f"{path}: f0 must be a 1-D array of finite Hz values >= 0 and log_f0 two finite numbers")
     if not model.needs_pitch:
         return Encoded(torch.from_numpy(codes.astype(np.int64)))
-    return Encoded(torch.from_numpy(codes.astype(np.int64)), f0.astype(np.float32), (float(log_f0[0]), float(log_f0[1])))
+    stats = (float(log_f0[0]), float(log_f0[1]))
+    return Encoded(torch.from_numpy(codes.astype(np.int64)), f0.astype(np.float32), stats)
 
 
 def cmd_speakers(args: argparse.Namespace) -> int:
@@ -355,16 +375,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from audio_vqvae.generation.bench import run_benchmark
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    run_benchmark(presets=presets, batches=batches, seconds=args.seconds, reference_seconds=args.reference_seconds,
+    run_benchmark(presets=presets, batches=args.batches, seconds=args.seconds, reference_seconds=args.reference_seconds,
                   threads=args.threads, checkpoint=args.checkpoint, repeats=args.repeats)
     return 0
 
 
 def register(subparsers) -> None:
     """Add the generation sub-commands to the ``audio-vqvae`` parser."""
-    parser = subparsers.add_parser("reconstruct", help="encode a file and regenerate it with its own speaker",
-                                   description=cmd_reconstruct.__doc__ or __doc__)
+    parser = subparsers.add_parser(
+        "reconstruct", help="encode a file and regenerate it with its own speaker",
+        description="Encode an audio file to codes and generate it again with its own speaker. The speaker comes "
+                    "from --speaker, or from the file name: it must start with a training speaker's name followed "
+                    "by _, - or the end of the name (p225_001.wav is p225).")
     _add_generation_options(parser)
     parser.add_argument("--input", required=True, help="audio file (any format soundfile reads, any rate)")
     parser.add_argument("--output", required=True, help="output .wav at the model rate")
@@ -384,7 +406,8 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
     parser.add_argument("--input", required=True, help="audio file")
     parser.add_argument("--output", required=True,
-                        help="codes file: .npy (int64, one code per frame), or .npz with the f0 for a model with pitch input")
+                        help="codes file: .npy (int64, one code per frame), or .npz with the f0 for a model "
+                             "with pitch input")
     parser.set_defaults(func=cmd_encode)
 
     parser = subparsers.add_parser("decode", help="codes (.npy) + speaker -> audio")
@@ -401,12 +424,15 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser("bench", help="generation speed of every method, in samples/s and x real time")
     parser.add_argument("--presets", default="small,paper", help="model presets, comma separated (default small,paper)")
-    parser.add_argument("--batches", default="1,16", help="batch sizes, comma separated (default 1,16)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="audio per utterance for the fused engine (default 1)")
-    parser.add_argument("--reference-seconds", type=float, default=0.1,
-                        help="audio per utterance for the slow PyTorch reference (default 0.1)")
-    parser.add_argument("--threads", type=int, help="threads (default: all cores)")
+    batches = NumberList(POSITIVE_INT)
+    parser.add_argument("--batches", type=batches, default=[1, 16], help=f"batch sizes, {batches.range} (default 1,16)")
+    parser.add_argument("--seconds", type=POSITIVE_SECONDS, default=1.0,
+                        help=f"audio per utterance for the fused engine, {POSITIVE_SECONDS.range} (default 1)")
+    parser.add_argument("--reference-seconds", type=POSITIVE_SECONDS, default=0.1,
+                        help=f"audio per utterance for the slow PyTorch reference, {POSITIVE_SECONDS.range} "
+                             "(default 0.1)")
+    parser.add_argument("--threads", type=POSITIVE_INT, help=f"threads, {POSITIVE_INT.range} (default: all cores)")
     parser.add_argument("--checkpoint", help="benchmark this checkpoint's decoder instead of the presets")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the table holds the median "
-                        "(default 3)")
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=3,
+                        help=f"runs per measurement, {POSITIVE_INT.range}; the table holds the median (default 3)")
     parser.set_defaults(func=cmd_bench)

@@ -54,12 +54,13 @@ FUSED_BIAS_BYTES = 8 * 2**20
 
 def draw_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
     """The random numbers of a generation: DoubleTensor[B x T], row b from a generator seeded with ``seeds[b]``."""
-    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64) for seed in seeds]
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+            for seed in seeds]
     return torch.stack(rows) if rows else torch.empty(0, steps, dtype=torch.float64)
 
 
 def seeds_from(generator: Optional[torch.Generator], batch: int) -> list[int]:
-    """One seed per utterance from ``generator`` (or torch's global generator): reproducible under ``torch.manual_seed``."""
+    """One seed per utterance from ``generator`` (or torch's global one): reproducible under ``torch.manual_seed``."""
     return torch.randint(0, 2**62, (batch,), generator=generator).tolist()
 
 
@@ -162,6 +163,10 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
     batch, _, steps = conditioning.shape
     if speaker.shape != (batch,):
         raise ValueError(f"speaker must have shape ({batch},), got {tuple(speaker.shape)}")
+    weights = next(decoder.parameters()).device
+    if conditioning.device != weights or speaker.device != weights:
+        raise ValueError(f"the decoder is on {weights} but the conditioning is on {conditioning.device} and the "
+                         f"speakers on {speaker.device}: move them to the decoder's device")
     if seeds is None:
         seeds = seeds_from(generator, batch)
     if len(seeds) != batch:
@@ -180,7 +185,8 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
     return run(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps)
 
 
-def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps):
+def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress,
+                    chunk_steps):
     """The per-layer-queue path (:meth:`WaveNet.step`), with biases precomputed per chunk."""
     batch, _, steps = conditioning.shape
     device = conditioning.device
@@ -223,9 +229,11 @@ def _kernel_constant(decoder: WaveNet, speaker: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(constant.detach().float().numpy())
 
 
-def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps):
-    from audio_vqvae.generation import fused
+def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress,
+                    chunk_steps):
     import numba
+
+    from audio_vqvae.generation import fused
 
     batch, _, steps = conditioning.shape
     classes = decoder.quantization_channels
@@ -270,18 +278,18 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
         chunk_logits = np.empty((batch, length if return_logits else 0, classes), np.float32)
         if two_threads:
             state.previous[0] = fused.run_utterance_two_threads(
-                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
-                teacher is not None, state.queues[0], state.position, int(state.previous[0]),
+                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy,
+                chunk_teacher[0], teacher is not None, state.queues[0], state.position, int(state.previous[0]),
                 chunk_samples[0], chunk_logits[0], return_logits)
         elif lane_blocks is not None:
             fused.run_lane_blocks(
-                lane_blocks, *weights.arguments(), chunk_conditioning, constant, chunk_uniforms, inv_temperature, greedy,
-                chunk_teacher, teacher is not None, state.queues, state.position, state.previous, chunk_samples,
+                lane_blocks, *weights.arguments(), chunk_conditioning, constant, chunk_uniforms, inv_temperature,
+                greedy, chunk_teacher, teacher is not None, state.queues, state.position, state.previous, chunk_samples,
                 chunk_logits, return_logits)
         else:
             state.previous[0] = fused.run_utterance(
-                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy, chunk_teacher[0],
-                teacher is not None, state.queues[0], state.position, int(state.previous[0]),
+                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy,
+                chunk_teacher[0], teacher is not None, state.queues[0], state.position, int(state.previous[0]),
                 chunk_samples[0], chunk_logits[0], return_logits)
         chooser.record(two_threads, length, time.perf_counter() - began)
         state.position = stop

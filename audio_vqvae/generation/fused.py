@@ -807,7 +807,8 @@ class FusedWeights:
                                       layer.dilated.weight[:, :, 1]], dim=1))  # (G, C + 2R)
             columns = np.where(order[:, None] >= 0, weight[np.maximum(order, 0)], 0.0)  # (4W, C + 2R)
             dilated.append(columns.T.reshape(-1, 2, 2 * width))
-        residual = [padded(array(layer.residual.weight[:, :, 0].t()), 2 * width).reshape(2, width, -1) for layer in layers]
+        residual = [padded(array(layer.residual.weight[:, :, 0].t()), 2 * width).reshape(2, width, -1)
+                    for layer in layers]
         skip = [padded(array(layer.skip.weight[:, :, 0].t()), 2 * width).reshape(2, width, -1) for layer in layers]
         out1 = padded(array(decoder.output[1].weight[:, :, 0]), 2 * half_hidden)  # (2 S/2, S): outputs first
         out2 = padded(array(decoder.output[3].weight[:, :, 0]), 2 * half_classes)  # (2 Q/2, S)

@@ -16,6 +16,8 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
+from audio_vqvae.config import ConfigError
+
 
 @dataclass
 class DistributedContext:
@@ -48,10 +50,14 @@ def select_device(preference: str = "auto", local_rank: int = 0) -> torch.device
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"train.device={preference!r} is not a torch device; use auto, cpu or cuda") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device={preference!r} but CUDA is not available; use train.device=auto or cpu")
+            raise ConfigError(f"train.device={preference!r} but CUDA is not available on this machine; "
+                              "use train.device=auto or cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

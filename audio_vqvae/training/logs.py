@@ -91,12 +91,12 @@ class RunLog:
     def __init__(self, path: Optional[Path], echo: bool = True):
         self.path = path
         self.echo = echo
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, message: str) -> None:
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         if self.path is not None:
+            # Created with the first line, not before: a run that stops on bad input leaves no empty folder.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
         if self.echo:

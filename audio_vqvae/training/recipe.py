@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from audio_vqvae.config import ConfigError, ExperimentConfig, apply_overrides
-from audio_vqvae.errors import AudioVQVAEError, InputError
+from audio_vqvae.errors import AudioVQVAEError, CorpusNotFoundError
+from audio_vqvae.options import OneLineErrorParser, display_command
 
 SECTIONS = ("model", "data", "train")
 
@@ -47,12 +48,14 @@ def qualify_overrides(overrides: Sequence[str]) -> list[str]:
 
 def build_parser(corpus: str, recipe_dir: Path) -> argparse.ArgumentParser:
     script = _display_path(recipe_dir / "train.py")
-    parser = argparse.ArgumentParser(
+    python, torchrun = display_command("python"), display_command("torchrun")
+    parser = OneLineErrorParser(
         prog=script,
         description=f"Train a VQ-VAE with a WaveNet decoder on {corpus} (recipe {_display_path(recipe_dir)}).",
-        epilog=f"examples:\n  python {script} --demo\n  python {script} --config {_display_path(recipe_dir / 'conf/small.yaml')} "
-               f"train.max_steps=2000\n  python {script} --out runs/{corpus} --resume\n"
-               f"  torchrun --nproc_per_node 4 {script} --out runs/{corpus}-ddp",
+        epilog=f"examples:\n  {python} {script} --demo\n  {python} {script} --config "
+               f"{_display_path(recipe_dir / 'conf/small.yaml')} train.max_steps=2000\n"
+               f"  {python} {script} --out runs/{corpus} --resume\n"
+               f"  {torchrun} --nproc_per_node 4 {script} --out runs/{corpus}-ddp",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
                         help=f"experiment YAML (default: {_display_path(recipe_dir / 'conf/paper.yaml')}, "
@@ -85,7 +88,7 @@ def resolve_config(args: argparse.Namespace, corpus: str, recipe_dir: Path) -> t
     if args.data_root is not None:
         config.data.data_root = str(args.data_root)
     config = apply_overrides(config, qualify_overrides(args.overrides))
-    config.model.validate()
+    config.validate()
     return config, run_dir
 
 
@@ -108,11 +111,10 @@ def main(corpus: str, recipe_dir: Path, argv: Optional[Sequence[str]] = None) ->
     except NonFiniteLossError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
-    except InputError as err:
-        message = str(err)
-        if "--demo" not in message and not args.demo:
-            message += f"\nTo try the whole pipeline without downloading anything: python {parser.prog} --demo"
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    except CorpusNotFoundError as err:
+        hint = "" if args.demo else (f"; or try the whole pipeline without downloading anything: "
+                                     f"{display_command('python')} {parser.prog} --demo")
+        print(f"{parser.prog}: error: {err}{hint}", file=sys.stderr)
         return 2
     except (AudioVQVAEError, ConfigError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
@@ -125,7 +127,7 @@ def main(corpus: str, recipe_dir: Path, argv: Optional[Sequence[str]] = None) ->
         print(f"{result.status} at step {result.step}; run directory {result.run_dir}"
               + (f"; last checkpoint {result.checkpoint}" if result.checkpoint else "")
               + (f"\nvalidation: {summary}" if summary else "")
-              + f"\nTensorBoard: tensorboard --logdir {result.run_dir}")
+              + f"\nTensorBoard: {display_command('tensorboard')} --logdir {result.run_dir}")
     return 0
 
 

@@ -50,10 +50,18 @@ from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.config import ExperimentConfig, ModelConfig
 from audio_vqvae.errors import AudioVQVAEError, CheckpointError, InputError
 from audio_vqvae.evaluation.metrics import code_statistics
+from audio_vqvae.evaluation.units import validation_phone_accuracy
 from audio_vqvae.model import VQVAE
 from audio_vqvae.pitch import generation_pitch, speaker_log_f0
-from audio_vqvae.training.distributed import (DistributedContext, any_rank, barrier, gather_objects, init_distributed,
-                                              mean_over_ranks, shutdown_distributed)
+from audio_vqvae.training.distributed import (
+    DistributedContext,
+    any_rank,
+    barrier,
+    gather_objects,
+    init_distributed,
+    mean_over_ranks,
+    shutdown_distributed,
+)
 from audio_vqvae.training.logs import MetricsFile, RunLog, mel_image, usage_image
 from audio_vqvae.training.schedule import make_scheduler
 
@@ -107,7 +115,8 @@ def train(config: ExperimentConfig, run_dir: Union[str, Path], *, resume: bool =
         config: model, data and training settings; ``model.num_speakers`` is replaced by the corpus'
             speaker count.
         run_dir: run directory (created if needed).
-        resume: continue from the newest checkpoint in ``run_dir`` (a fresh start if there is none).
+        resume: continue from the newest checkpoint in ``run_dir`` (an error if there is none: a mistyped
+            ``--out`` must not silently start a fresh full-length run).
         progress: show progress bars on rank 0.
         corpus: an already prepared corpus (default: ``ensure_prepared(config.data, ...)``).
 
@@ -115,9 +124,12 @@ def train(config: ExperimentConfig, run_dir: Union[str, Path], *, resume: bool =
         :class:`TrainingResult`.
 
     Raises:
-        InputError: missing corpus, or ``run_dir`` holds checkpoints and ``resume`` is false.
+        InputError: missing corpus, ``run_dir`` holds checkpoints and ``resume`` is false, or ``resume`` is
+            true and it holds none.
+        ConfigError: a config value is out of range.
         NonFiniteLossError: the loss became NaN or infinite.
     """
+    config.validate()  # before any work: a bad value is one line, not a failure an hour in
     context = init_distributed(config.train.device, timeout_minutes=120)
     try:
         trainer = Trainer(config, run_dir, resume=resume, progress=progress, corpus=corpus, context=context)
@@ -171,7 +183,8 @@ class Trainer:
         self._pending_rng: Optional[dict] = None
         if payload is not None:
             self._load_state(payload)
-            self.log(f"resumed from {resume_from} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
+            self.log(f"resumed from {resume_from} at step {self.step} "
+                     f"(epoch {self.epoch}, batch {self.batch_in_epoch})")
         self.use_bf16 = config.train.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -193,7 +206,10 @@ class Trainer:
         newest = latest_checkpoint(self.run_dir)
         if resume:
             if newest is None:
-                self.log(f"--resume: no checkpoint in {self.run_dir / CHECKPOINT_DIR}; starting a new run")
+                where = "does not exist" if not self.run_dir.exists() else "holds no checkpoint"
+                raise InputError(f"--resume: {self.run_dir} {where} (looked for "
+                                 f"{self.run_dir / CHECKPOINT_DIR / 'step-*.pt'}); check --out, or leave out --resume "
+                                 "to start a new run")
             return newest
         if newest is not None:
             raise InputError(f"{self.run_dir} already holds checkpoints (newest: {newest.name}); "
@@ -483,10 +499,14 @@ class Trainer:
                 nats += float(out.reconstruction) * audio.numel()
                 samples += audio.numel()
                 counts += torch.bincount(out.codes.flatten().cpu(), minlength=counts.numel())
+            # The paper's unit test (§4.3) where the corpus has phone alignments: the encoder only, no generation.
+            phone_accuracy = validation_phone_accuracy(model, self.corpus)
         model.train()
         usage = code_statistics(counts.numpy(), model.config.frame_rate)
         metrics = {"bits_per_sample": nats / max(samples, 1) / math.log(2), "perplexity": usage.perplexity,
                    "codes_used": usage.codes_used, "bitrate": usage.bitrate, "bitrate_max": usage.bitrate_max}
+        if phone_accuracy is not None:
+            metrics["phone_accuracy"] = phone_accuracy
         self.last_valid = metrics
         self.metrics.write({"kind": "valid", "step": self.step, **metrics})
         for name, value in metrics.items():
@@ -499,6 +519,9 @@ class Trainer:
                  f"{metrics['perplexity']:.1f} | {metrics['codes_used']}/{counts.numel()} codes | code bitrate "
                  f"{metrics['bitrate']:.0f} bit/s (max {metrics['bitrate_max']:.0f}) | "
                  f"{time.perf_counter() - started:.1f} s")
+        if phone_accuracy is not None:
+            self.log(f"valid step {self.step}: phone accuracy of the codes {100 * phone_accuracy:.1f} % (each code "
+                     "labelled with its most frequent phone on training utterances)")
         self.writer.flush()
         return metrics
 
@@ -544,7 +567,8 @@ class Trainer:
                 done[0] = samples * len(rows)
 
             pitch = self._clip_pitch(rows, length) if model.needs_pitch else None
-            generated = model.decode(codes[[r[0] for r in rows]], torch.tensor([r[1] for r in rows], device=self.device),
+            speakers = torch.tensor([r[1] for r in rows], device=self.device)
+            generated = model.decode(codes[[r[0] for r in rows]], speakers,
                                      temperature=1.0, generator=generator, progress=advance, pitch=pitch).float().cpu()
             bar.close()
         model.train()
@@ -558,7 +582,7 @@ class Trainer:
         self.log(f"audio step {self.step}: {len(rows)} clips of {length / rate:.2f} s generated in {seconds:.1f} s")
 
     def _clip_pitch(self, rows: list[tuple[int, int, str]], length: int) -> torch.Tensor:
-        """Each row's ``(phase, f0, voiced)`` rows, Tensor[R x 3 x length]: the clip's f0, moved to the row's speaker."""
+        """Each row's ``(phase, f0, voiced)`` rows, Tensor[R x 3 x length]: its clip's f0, moved to its speaker."""
         rate, hop = self.corpus.sample_rate, self.corpus.pitch_hop
         pitches = []
         for index, speaker, _ in rows:
@@ -584,7 +608,8 @@ class Trainer:
         self.log(f"step {self.step}/{self.config.train.max_steps} | loss {means['loss']:.4f} | "
                  f"{means['bits_per_sample']:.4f} bits/sample | perplexity {means['perplexity']:.1f} | "
                  f"{means['codes_used']:.0f} codes | lr {means['learning_rate']:.2e} | grad {means['grad_norm']:.3f} | "
-                 f"{throughput:,.0f} samples/s | data {means['data_s']:.3f} s + compute {means['compute_s']:.3f} s per step")
+                 f"{throughput:,.0f} samples/s | data {means['data_s']:.3f} s + compute {means['compute_s']:.3f} s "
+                 "per step")
 
     def _log_start(self) -> None:
         parameters = sum(p.numel() for p in self.model.parameters())
@@ -594,8 +619,8 @@ class Trainer:
                  f"{self.context.world_size} process(es), torch {torch.__version__}, {torch.get_num_threads()} threads")
         self.log(f"corpus {getattr(self.corpus, 'cache_dir', '?')}: {len(self.speakers)} speakers, "
                  f"{len(self.corpus.split('train'))} train / {len(self.corpus.split('valid'))} valid utterances")
-        self.log(f"model: {parameters / 1e6:.2f} M parameters, hop {model.hop_length}, {model.quantizer.num_codes} codes, "
-                 f"receptive field {model.decoder.receptive_field} samples")
+        self.log(f"model: {parameters / 1e6:.2f} M parameters, hop {model.hop_length}, "
+                 f"{model.quantizer.num_codes} codes, receptive field {model.decoder.receptive_field} samples")
         self.log(f"batches of {data.batch_size} x {data.segment_length} samples per process, "
                  f"{len(self.train_loader)} batches per epoch; {self.config.train.max_steps} steps")
 

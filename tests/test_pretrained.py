@@ -1,0 +1,49 @@
+"""Shipped models: export to a small file, load back, and address by name."""
+
+import pytest
+import torch
+
+from audio_vqvae.checkpoint import load_checkpoint, load_model, save_checkpoint
+from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.errors import CheckpointError
+from audio_vqvae.model import VQVAE
+from audio_vqvae.pretrained import export_model, shipped_path
+
+
+def tiny_model() -> VQVAE:
+    config = ModelConfig(
+        sample_rate=8000, num_speakers=2,
+        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
+        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
+        decoder=WaveNetConfig(stacks=1, layers_per_stack=3, residual_channels=8, gate_channels=8, skip_channels=8,
+                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=2))
+    torch.manual_seed(0)
+    return VQVAE(config, speakers=[{"id": 0, "name": "a", "log_f0_mean": 4.7, "log_f0_std": 0.1},
+                                   {"id": 1, "name": "b", "log_f0_mean": 5.3, "log_f0_std": 0.1}])
+
+
+def test_export_keeps_what_generation_needs_in_half_the_bytes(tmp_path):
+    model = tiny_model()
+    full = tmp_path / "full.pt"
+    save_checkpoint(full, model, extra={"step": 7, "optimizer": {"state": torch.zeros(1000)}})
+    small = tmp_path / "small.pt"
+    export_model(full, small)
+    payload = load_checkpoint(small)
+    assert "optimizer" not in payload and payload["step"] == 7 and payload["speakers"] == model.speakers
+    assert all(t.dtype == torch.float16 for t in payload["model"].values() if t.is_floating_point())
+    loaded = load_model(small)
+    assert next(loaded.parameters()).dtype == torch.float32 and loaded.needs_pitch
+    for name, tensor in model.state_dict().items():  # float16 rounding only
+        assert torch.allclose(loaded.state_dict()[name].float(), tensor.float(), rtol=1e-3, atol=1e-4), name
+
+
+def test_a_shipped_name_without_its_file_is_one_clear_error(tmp_path, monkeypatch):
+    import audio_vqvae.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "MODEL_DIR", tmp_path / "nothing")
+    monkeypatch.chdir(tmp_path)
+    assert shipped_path("demo") is None
+    with pytest.raises(CheckpointError, match="no shipped demo model"):
+        load_model("demo")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_model("nonexistent.pt")
