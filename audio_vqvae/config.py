@@ -266,6 +266,12 @@ class TrainConfig(_Config):
     conversion_speakers: int = 3
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
+    # A time-boxed run: stop after the first step that ends this many minutes into training (timed from the
+    # start of this process's loop, so a resumed run gets the budget again), checkpoint, exit 0. 0 = no limit.
+    max_minutes: float = 0.0
+    # torch.compile the decoder's teacher-forced pass (nn.Module.compile: in place, so checkpoint keys are
+    # unchanged); off by default: compilation takes a minute and helps only where kernels launch-bind (GPUs).
+    compile: bool = False
 
     def validate(self) -> None:
         for name in ("max_steps", "log_every", "valid_every", "valid_batches", "audio_every", "checkpoint_every",
@@ -280,6 +286,7 @@ class TrainConfig(_Config):
         _require_range(self, "audio_clips", "train", minimum=0)
         _require_range(self, "audio_seconds", "train", above=0.0)
         _require_range(self, "conversion_speakers", "train", minimum=0)
+        _require_range(self, "max_minutes", "train", minimum=0.0, extra="(0 = no time limit)")
 
 
 @dataclass

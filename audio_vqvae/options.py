@@ -123,18 +123,36 @@ COUNT = Number(int, minimum=0)
 POSITIVE_SECONDS = Number(float, above=0.0)
 
 
+def resolve_device(text: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a CUDA GPU is visible, else ``"cpu"``; any other name unchanged.
+
+    Example:
+        >>> resolve_device("cpu")
+        'cpu'
+    """
+    if text != "auto":
+        return text
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device(text: str) -> str:
-    """An argparse ``type=`` for ``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``).
+    """An argparse ``type=`` for ``--device``: ``auto`` or a torch device this machine has (``cpu``, ``cuda``,
+    ``cuda:1``); returns the device to use (``auto`` resolved by :func:`resolve_device`).
 
     Checked before any checkpoint is read, so that a missing GPU is reported as that and not as an
     unreadable checkpoint.
     """
     import torch
 
+    if text == "auto":
+        return resolve_device(text)
     try:
         parsed = torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown torch device {text!r}; expected cpu, cuda or cuda:<index>") from None
+        raise argparse.ArgumentTypeError(f"unknown torch device {text!r}; expected auto, cpu, cuda or cuda:<index>") \
+            from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             why = "this PyTorch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
@@ -146,7 +164,7 @@ def device(text: str) -> str:
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"{text!r}: Apple MPS is not available on this machine; use --device cpu")
     elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; expected cpu, cuda or cuda:<index>")
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; expected auto, cpu, cuda or cuda:<index>")
     return text
 
 

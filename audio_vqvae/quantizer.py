@@ -102,11 +102,13 @@ class VectorQuantizer(nn.Module):
                    dead_code_steps=config.dead_code_steps)
 
     def nearest(self, latents: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for each row of Tensor[N x D] (squared Euclidean distance)."""
+        """Index of the nearest code for each row of Tensor[N x D] (squared Euclidean distance), in float32."""
         codebook = self.codebook.detach().float()
         latents = latents.detach().float()
-        # ‖z‖² − 2 z·e + ‖e‖²; ‖z‖² is constant per row and does not change the argmin.
-        distances = codebook.pow(2).sum(1) - 2 * latents @ codebook.t()
+        # Autocast would run the product in bf16 (8 mantissa bits), where nearby codes' distances tie.
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            # ‖z‖² − 2 z·e + ‖e‖²; ‖z‖² is constant per row and does not change the argmin.
+            distances = codebook.pow(2).sum(1) - 2 * latents @ codebook.t()
         return distances.argmin(dim=1)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
@@ -127,10 +129,12 @@ class VectorQuantizer(nn.Module):
             self._initialise_from(flat.detach())
 
         codes = self.nearest(flat)
-        quantized = F.embedding(codes, self.codebook).to(flat.dtype)  # (B*T, D)
-        commitment_loss = F.mse_loss(flat, quantized.detach())
+        vectors = F.embedding(codes, self.codebook)  # (B*T, D), float32 like the codebook
+        quantized = vectors.to(flat.dtype)  # the decoder's input in the encoder's dtype (bf16 under autocast)
+        # The loss terms in float32 against the float32 codes, whatever autocast made of the encoder's output.
+        commitment_loss = F.mse_loss(flat.float(), vectors.detach())
         if self.update == "grad":
-            codebook_loss = F.mse_loss(quantized, flat.detach())
+            codebook_loss = F.mse_loss(vectors, flat.detach().float())
             loss = codebook_loss + self.commitment * commitment_loss
         else:
             codebook_loss = torch.zeros((), device=flat.device)

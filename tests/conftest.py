@@ -1,7 +1,17 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the ``cuda`` marker's skip."""
 
 import pytest
 import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, not failed, where no CUDA GPU is visible (CPU CI)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run on one with: pytest -m cuda)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -71,6 +71,9 @@ def register(subparsers) -> None:
                         help="real training utterances per speaker for the speaker classifier, "
                              f"{POSITIVE_INT.range} (default 24)")
     parser.add_argument("--run-dir", help="also write the figures (eval/*) and a few audio clips to TensorBoard here")
-    parser.add_argument("--device", type=device, default="cpu", help="torch device of the model (default cpu)")
+    # cpu by default, not auto: the report's figures then come from the same arithmetic on every machine.
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="torch device of the model: cpu (the default), auto (cuda when a GPU is visible), cuda "
+                             "or cuda:<index>")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=cmd_evaluate)

@@ -68,6 +68,7 @@ from audio_vqvae.evaluation.metrics import (
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
 from audio_vqvae.evaluation.units import unit_report, unit_scalars
 from audio_vqvae.model import VQVAE
+from audio_vqvae.options import resolve_device
 from audio_vqvae.pitch import generation_pitch, speaker_log_f0
 
 AUDIO_EXAMPLES = 2  # clips whose truth, reconstruction and conversions go to TensorBoard
@@ -149,7 +150,7 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
             corpus is used, prepared if needed).
         cache: a prepared cache folder to read instead.
         settings: :class:`EvaluationSettings` (default: 16 utterances, 2 conversions each, 2 s clips).
-        device: torch device of the model.
+        device: torch device of the model (``"auto"``: CUDA when available, else CPU).
         progress: progress bars on stderr.
 
     Returns:
@@ -163,7 +164,7 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
     settings.validate()
     started = time.perf_counter()
     payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload, checkpoint, device)
+    model = model_from_checkpoint(payload, checkpoint, resolve_device(device))
     prepared = open_corpus(payload, checkpoint, corpus=corpus, data_root=data_root, cache=cache, progress=progress)
     rate, hop = model.config.sample_rate, model.hop_length
     if prepared.sample_rate != rate:

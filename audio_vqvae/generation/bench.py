@@ -39,38 +39,48 @@ class BenchResult:
         return self.samples_per_second / self.sample_rate
 
 
-def _time(function: Callable[[], object]) -> float:
+def _time(function: Callable[[], object], device: torch.device = torch.device("cpu")) -> float:
+    """Seconds ``function`` takes; on CUDA until its kernels have finished, not just been queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     function()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
 def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: Sequence[int], seconds: float,
                      reference_seconds: float, log: Callable[[str], None] = print,
                      repeats: int = 3) -> list[BenchResult]:
-    """Time the PyTorch queue reference (:meth:`WaveNet.generate`) and the fused engine at each batch size.
+    """Time the PyTorch queue reference (:meth:`WaveNet.generate`) and the fast engine of the decoder's
+    device (fused kernels on CPU, the CUDA graph on CUDA) at each batch size.
 
     Each measurement is the median of ``repeats`` runs (shared machines are noisy); the log line
     gives the range.
     """
     config = decoder.config
+    device = next(decoder.parameters()).device
     results = []
     for batch in batches:
-        speaker = torch.zeros(batch, dtype=torch.long)
+        speaker = torch.zeros(batch, dtype=torch.long, device=device)
         methods = [("pytorch-queue (WaveNet.generate)", reference_seconds, None)]
-        if fused_available():
+        if device.type == "cuda":
+            methods.append(("cuda graph", seconds, "graph"))
+        elif fused_available():
             methods.append(("fused (numba)", seconds, "fused"))
         for name, duration, method in methods:
             steps = max(int(duration * sample_rate), 16)
-            conditioning = torch.randn(batch, config.conditioning_channels, steps)
+            conditioning = torch.randn(batch, config.conditioning_channels, steps, device=device)
             if method is None:
-                run = lambda: decoder.generate(conditioning, speaker, generator=torch.Generator().manual_seed(0))  # noqa: E731
+                run = lambda: decoder.generate(conditioning, speaker,  # noqa: E731
+                                               generator=torch.Generator(device=device).manual_seed(0))
             else:
                 # Compile / load the kernels: one utterance probes two threads, then one, THREAD_PROBE_STEPS each.
                 warm = conditioning[:, :, :2 * THREAD_PROBE_STEPS + 64]
                 generate(decoder, warm, speaker, seeds=range(batch), method=method)
                 run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method)  # noqa: E731
-            times = [_time(run) for _ in range(max(1, repeats))]
+            times = [_time(run, device) for _ in range(max(1, repeats))]
             result = BenchResult(preset, name, batch, batch * steps, statistics.median(times), sample_rate)
             spread = f", {batch * steps / max(times):,.0f}-{batch * steps / min(times):,.0f} over {len(times)} runs"
             log(f"  {preset:6s} {name:34s} batch {batch:3d}: {result.samples_per_second:10,.0f} samples/s "
@@ -95,7 +105,7 @@ def format_table(results: Sequence[BenchResult]) -> str:
 def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence[int] = (1, 16),
                   seconds: float = 1.0, reference_seconds: float = 0.1, threads: Optional[int] = None,
                   checkpoint: Optional[str] = None, log: Callable[[str], None] = print,
-                  repeats: int = 3) -> list[BenchResult]:
+                  repeats: int = 3, device: str = "cpu") -> list[BenchResult]:
     """Benchmark every method on each preset (or on one checkpoint's decoder) and log the table.
 
     Args:
@@ -106,6 +116,7 @@ def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence
         threads: torch and numba threads (default: all cores).
         checkpoint: benchmark this model's decoder instead of the presets.
         repeats: runs per measurement; the table holds the median.
+        device: ``"cpu"`` (reference and fused kernels) or a CUDA device (reference and CUDA graph).
     """
     import os
 
@@ -118,15 +129,17 @@ def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence
     if checkpoint is not None:
         from audio_vqvae.checkpoint import load_model
 
-        model = load_model(checkpoint)
+        model = load_model(checkpoint, map_location=device)
         models.append((os.path.basename(checkpoint), model.decoder, model.config.sample_rate))
     else:
         for preset in presets:
             config = ModelConfig.preset(preset)
             torch.manual_seed(0)
             decoder = WaveNet(config.decoder, 1, config.quantizer.code_dim, config.encoder.strides[::-1]).eval()
-            models.append((preset, decoder, config.sample_rate))
-    log(f"generation benchmark: {threads} thread(s), torch {torch.__version__}, numba {numba.__version__}, "
+            models.append((preset, decoder.to(device), config.sample_rate))
+    where = (f"{torch.cuda.get_device_name(torch.device(device))}" if torch.device(device).type == "cuda"
+             else f"{threads} thread(s)")
+    log(f"generation benchmark: {where}, torch {torch.__version__}, numba {numba.__version__}, "
         f"fused engine {'available' if fused_available() else 'NOT available'}, median of {max(1, repeats)} run(s)")
     results = []
     for name, decoder, sample_rate in models:

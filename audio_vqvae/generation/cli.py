@@ -39,6 +39,13 @@ PROGRESS_MIN_SECONDS = 1.0  # progress bars only for generations longer than thi
 # ------------------------------------------------------------------ shared helpers
 
 
+def _check_method(args: argparse.Namespace) -> None:
+    """``--method fused`` is CPU only, and ``--device`` defaults to the GPU where there is one: say so in one line."""
+    if args.method == "fused" and torch.device(args.device).type != "cpu":
+        raise InputError(f"--method fused runs on the CPU, but the model would be on {args.device}; "
+                         "add --device cpu (or use --method auto)")
+
+
 def _load(checkpoint: str, device: str = "cpu"):
     from audio_vqvae.checkpoint import load_model
 
@@ -199,16 +206,22 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=TEMPERATURE, default=1.0,
                         help=f"sampling temperature, {TEMPERATURE.range}; 0 = greedy (default 1.0)")
     parser.add_argument("--seed", type=SEED, default=0, help=f"random seed of the sampling, {SEED.range} (default 0)")
-    parser.add_argument("--method", choices=("auto", "fused", "torch"), default="auto",
-                        help="generation path: fused CPU kernels, PyTorch queues, or the fastest available (default)")
-    parser.add_argument("--device", type=device, default="cpu",
-                        help="torch device of the model (default cpu; 'cuda' uses the PyTorch path)")
+    parser.add_argument("--method", choices=("auto", "fused", "torch", "graph"), default="auto",
+                        help="generation path: fused CPU kernels, PyTorch queues, the PyTorch step in a CUDA graph, "
+                             "or the fastest for the device (default: fused on CPU, graph on CUDA)")
+    _add_device(parser)
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=16,
                         help=f"utterances generated at once, {POSITIVE_INT.range} (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES",
                         help="models with pitch input: shift the f0 spoken with by this many semitones, "
                              f"{PITCH_SHIFT.range} (default 0)")
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device, default="auto",
+                        help="torch device of the model: auto (cuda when a GPU is visible, else cpu; the default), "
+                             "cpu, cuda or cuda:<index>")
 
 
 def _add_keep_pitch(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +234,7 @@ def _add_keep_pitch(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    _check_method(args)
     model = _load(args.checkpoint, args.device)
     path = Path(args.input)
     if args.speaker:
@@ -241,6 +255,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    _check_method(args)
     model = _load(args.checkpoint, args.device)
     targets = resolve_speakers(model, args.speaker)
     source, output = Path(args.input), Path(args.output)
@@ -277,7 +292,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from audio_vqvae.generation.audio_io import atomic_write
 
-    model = _load(args.checkpoint)
+    model = _load(args.checkpoint, args.device)
     output = Path(args.output)
     wanted = ".npz" if model.needs_pitch else ".npy"
     if output.suffix != wanted:
@@ -305,6 +320,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    _check_method(args)
     model = _load(args.checkpoint, args.device)
     name, speaker = resolve_speakers(model, args.speaker)[0]
     path = Path(args.input)
@@ -376,7 +392,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     run_benchmark(presets=presets, batches=args.batches, seconds=args.seconds, reference_seconds=args.reference_seconds,
-                  threads=args.threads, checkpoint=args.checkpoint, repeats=args.repeats)
+                  threads=args.threads, checkpoint=args.checkpoint, repeats=args.repeats, device=args.device)
     return 0
 
 
@@ -408,6 +424,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True,
                         help="codes file: .npy (int64, one code per frame), or .npz with the f0 for a model "
                              "with pitch input")
+    _add_device(parser)
     parser.set_defaults(func=cmd_encode)
 
     parser = subparsers.add_parser("decode", help="codes (.npy) + speaker -> audio")
@@ -435,4 +452,7 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint", help="benchmark this checkpoint's decoder instead of the presets")
     parser.add_argument("--repeats", type=POSITIVE_INT, default=3,
                         help=f"runs per measurement, {POSITIVE_INT.range}; the table holds the median (default 3)")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="where to generate: cpu (the default: the PyTorch reference and the fused kernels), "
+                             "cuda or cuda:<index> (the PyTorch reference and the CUDA graph), or auto")
     parser.set_defaults(func=cmd_bench)

@@ -10,6 +10,10 @@ faster at batch 16 on two threads, measured A/B). One utterance on two threads i
 threads' per-layer handshakes instead, so there the projection is precomputed (by a kernel that
 sums in the same order, keeping a batch bit-identical to its utterances one by one).
 
+On CUDA the PyTorch path's step (~15 kernels per layer) is captured once in a CUDA graph and replayed
+per sample (:mod:`audio_vqvae.generation.cuda_graph`, method ``"graph"``), with the same arithmetic
+as the eager path, so the same samples.
+
 Sampling is inverse-CDF with one pre-drawn uniform number per step and utterance, drawn from a
 ``torch.Generator`` seeded with that utterance's seed: both paths consume the same numbers, and an
 utterance's samples depend only on its own seed, so a batch equals its utterances one by one.
@@ -39,7 +43,8 @@ import torch
 
 from audio_vqvae.wavenet import GenerationOutput, WaveNet
 
-Method = Literal["auto", "fused", "torch"]
+Method = Literal["auto", "fused", "torch", "graph"]
+METHODS = ("auto", "fused", "torch", "graph")
 CHUNK_BYTES = 64 * 2**20  # PyTorch path: gate biases computed at once (all utterances), bounds their memory
 FUSED_CHUNK_SAMPLES = 2**15  # fused path, batch > 1: samples (all utterances) per kernel call, paces progress
 THREAD_PROBE_STEPS = 512  # fused path, one utterance: steps timed with two threads, then with one
@@ -119,9 +124,13 @@ def fused_available() -> bool:
 
 
 def resolve_method(method: str, device: torch.device) -> str:
-    if method not in ("auto", "fused", "torch"):
-        raise ValueError(f"method must be 'auto', 'fused' or 'torch', got {method!r}")
+    """The path that runs: ``"auto"`` is the fused kernels on CPU (when numba imports), the CUDA graph on
+    CUDA, and the PyTorch path elsewhere. ``"graph"`` off CUDA runs the same step eagerly (a check, not fast)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "auto":
+        if device.type == "cuda":
+            return "graph"
         return "fused" if device.type == "cpu" and fused_available() else "torch"
     if method == "fused":
         if device.type != "cpu":
@@ -148,8 +157,9 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         temperature: softmax temperature; 0 is greedy decoding (argmax).
         seeds: one seed per utterance; if None they are drawn from ``generator`` (or torch's global one).
         generator: source of the seeds when ``seeds`` is None.
-        method: ``"fused"`` (numba, CPU), ``"torch"`` (per-layer queues, any device) or ``"auto"``
-            (fused on CPU when numba is available).
+        method: ``"fused"`` (numba, CPU), ``"torch"`` (per-layer queues, any device), ``"graph"`` (the
+            PyTorch step captured in a CUDA graph; eager off CUDA) or ``"auto"`` (fused on CPU when numba
+            is available, graph on CUDA).
         teacher: optional LongTensor[B x T]: feed these samples instead of the generated ones (checks).
         return_logits: also return the logits Tensor[B x Q x T] every sample was drawn from.
         progress: called with the number of steps done after every chunk.
@@ -181,6 +191,11 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
             chunk_steps = max(256, FUSED_BIAS_BYTES // bytes_per_step)
         else:  # the lanes kernel precomputes no biases
             chunk_steps = max(256, FUSED_CHUNK_SAMPLES // batch)
+    if method == "graph":
+        from audio_vqvae.generation.cuda_graph import generate_graph
+
+        return generate_graph(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits,
+                              progress, chunk_steps)
     run = _generate_fused if method == "fused" else _generate_torch
     return run(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps)
 

@@ -28,16 +28,20 @@ class DistributedContext:
         local_rank: rank on this machine (selects the GPU).
         world_size: number of processes.
         device: the device this process trains on.
+        group: whether a process group was initialised (always for several processes; for one process
+            under ``torchrun``, so that ``torchrun --nproc_per_node 1`` runs the real NCCL/gloo code path).
     """
 
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    group: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Whether collectives and the DistributedDataParallel wrapper are used."""
+        return self.world_size > 1 or self.group
 
     @property
     def is_main(self) -> bool:
@@ -66,19 +70,23 @@ def select_device(preference: str = "auto", local_rank: int = 0) -> torch.device
 def init_distributed(device_preference: str = "auto", timeout_minutes: float = 30.0) -> DistributedContext:
     """Join the process group described by torchrun's environment variables, if any.
 
-    The backend is NCCL when this process trains on a GPU and gloo on CPU.
+    The backend is NCCL when this process trains on a GPU and gloo on CPU. One process started by
+    ``torchrun`` joins a group of one too (a machine with one GPU can then check the NCCL path);
+    one started as a plain script, or by our launcher with one process, initialises nothing.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(device_preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
+    if (world_size > 1 or under_torchrun) and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(minutes=timeout_minutes))
-    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
+                              group=dist.is_available() and dist.is_initialized())
 
 
 def shutdown_distributed() -> None:

@@ -95,7 +95,7 @@ def resolve_config(args: argparse.Namespace, corpus: str, recipe_dir: Path) -> t
 def main(corpus: str, recipe_dir: Path, argv: Optional[Sequence[str]] = None) -> int:
     """Run a recipe: parse arguments, resolve the config, train. Returns the exit status.
 
-    0: finished, or stopped by SIGINT/SIGTERM after writing a checkpoint; 1: non-finite loss;
+    0: finished, or stopped by SIGINT/SIGTERM or ``train.max_minutes`` after writing a checkpoint; 1: non-finite loss;
     2: bad arguments, config, corpus or run directory; 130: interrupted before training started.
     """
     from audio_vqvae.training.trainer import NonFiniteLossError, train

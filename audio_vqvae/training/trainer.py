@@ -80,7 +80,8 @@ class TrainingResult:
     Attributes:
         run_dir: the run directory.
         step: optimizer steps taken in total (including those before a resume).
-        status: ``"finished"`` (reached ``train.max_steps``) or ``"interrupted"`` (SIGINT/SIGTERM).
+        status: ``"finished"`` (reached ``train.max_steps``), ``"interrupted"`` (SIGINT/SIGTERM) or
+            ``"time-limited"`` (stopped after ``train.max_minutes``).
         checkpoint: the checkpoint written last, if any.
         valid: the last validation metrics (``bits_per_sample``, ``perplexity``, ...), empty if none ran.
     """
@@ -189,10 +190,15 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if config.train.compile:
+            # In place (nn.Module.compile), so the state dict keeps its keys; only the teacher-forced
+            # forward is compiled, generation (WaveNet.step) stays eager.
+            self.model.decoder.compile()
 
         self._build_data()
         self._choose_audio_clips()
         self._stop_signal: Optional[str] = None
+        self._loop_started = 0.0  # perf_counter at the start of fit's loop (train.max_minutes counts from it)
         self.last_checkpoint: Optional[Path] = resume_from
         self.last_valid: dict = {}
         # Last: nothing after it may raise and leave a half-built trainer holding a DDP reducer.
@@ -341,6 +347,7 @@ class Trainer:
         bar = tqdm(total=train.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (self.is_main and self.progress))
         samples_per_step = self.config.data.batch_size * self.config.data.segment_length * self.context.world_size
+        self._loop_started = time.perf_counter()
         try:
             while status == "finished" and self.step < train.max_steps:
                 status = self._run_epoch(self._epoch_batches(), bar, samples_per_step)
@@ -351,6 +358,10 @@ class Trainer:
                 self.log(f"{self._stop_signal or 'stop signal'} received: stopping after step {self.step}")
                 self._save_checkpoint()
                 self.log(f"interrupted at step {self.step}; continue with --resume (same --out)")
+            elif status == "time-limited":
+                self.log(f"time limit train.max_minutes={train.max_minutes:g} reached: stopping after step {self.step}")
+                self._save_checkpoint()
+                self.log(f"stopped at step {self.step} by the time limit; continue with --resume (same --out)")
             else:
                 self.log(f"finished: {self.step} steps")
             # Leave together: the other ranks wait while rank 0 writes the last checkpoint, and the
@@ -365,7 +376,8 @@ class Trainer:
         return TrainingResult(self.run_dir, self.step, status, self.last_checkpoint, dict(self.last_valid))
 
     def _run_epoch(self, batches: Iterator[dict], bar: tqdm, samples_per_step: int) -> str:
-        """Train on ``batches`` until they run out or ``max_steps``; ``"interrupted"`` after a stop signal."""
+        """Train on ``batches`` until they run out or ``max_steps``; ``"interrupted"`` after a stop signal,
+        ``"time-limited"`` after the first step that ends ``train.max_minutes`` into the loop."""
         train = self.config.train
         window = _Window()
         while self.step < train.max_steps:
@@ -393,8 +405,10 @@ class Trainer:
                 self._log_window(window, samples_per_step)
                 window = _Window()
             self._periodic(final=self.step == train.max_steps)
-            if any_rank(self.context, self._stop_signal is not None):
-                return "interrupted"
+            time_up = train.max_minutes > 0 and time.perf_counter() - self._loop_started >= 60 * train.max_minutes
+            # Every rank stops after the same step: one collective per step, a second only when stopping.
+            if any_rank(self.context, self._stop_signal is not None or time_up):
+                return "interrupted" if any_rank(self.context, self._stop_signal is not None) else "time-limited"
         return "finished"
 
     def _epoch_batches(self) -> Iterator[dict]:
@@ -556,7 +570,9 @@ class Trainer:
         audio = torch.stack([F.pad(c["audio"], (0, length - len(c["audio"]))) for c in self.clips]).to(self.device)
         with self._isolated_rng():
             codes = model.encode(audio)  # (clips, frames)
-            generator = torch.Generator(device=self.device).manual_seed(self.config.train.seed)
+            # On the CPU whatever the device: it only draws the utterances' seeds (a CUDA generator cannot,
+            # for CPU tensors), and then a round's samples depend on the seed alone, not on the device.
+            generator = torch.Generator().manual_seed(self.config.train.seed)
             total = len(rows) * length
             bar = tqdm(total=total, desc="generating audio", unit="sample", unit_scale=True, leave=False,
                        disable=not self.progress, dynamic_ncols=True)
@@ -622,7 +638,9 @@ class Trainer:
         self.log(f"model: {parameters / 1e6:.2f} M parameters, hop {model.hop_length}, "
                  f"{model.quantizer.num_codes} codes, receptive field {model.decoder.receptive_field} samples")
         self.log(f"batches of {data.batch_size} x {data.segment_length} samples per process, "
-                 f"{len(self.train_loader)} batches per epoch; {self.config.train.max_steps} steps")
+                 f"{len(self.train_loader)} batches per epoch; {self.config.train.max_steps} steps"
+                 + (f", at most {self.config.train.max_minutes:g} min" if self.config.train.max_minutes else "")
+                 + (" (decoder compiled)" if self.config.train.compile else ""))
 
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
