@@ -47,6 +47,15 @@ def console(*argv, timeout: float = 120) -> subprocess.CompletedProcess:
                           env=subprocess_env(), timeout=timeout, cwd=str(REPO))
 
 
+def make_env() -> dict:
+    """The environment of a ``make`` typed in a shell: not a sub-make of ``make test`` (which would print
+    ``make[1]:`` and pass its flags down)."""
+    env = subprocess_env()
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+        env.pop(name, None)
+    return env
+
+
 def make_demo(processes: int, demo_args: list[str]) -> list[str]:
     """``make demo`` with our environment; ``-o`` keeps make from reinstalling it when setup.cfg is newer."""
     if shutil.which("make") is None:
@@ -90,7 +99,7 @@ def speech(tmp_path):
 def test_make_demo_typo_is_our_one_line(processes, tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(make_demo(processes, ["--out", str(out), "train.max_stepz=5"]), capture_output=True,
-                            text=True, env=subprocess_env(), timeout=300, cwd=str(REPO))
+                            text=True, env=make_env(), timeout=300, cwd=str(REPO))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
     ours, *rest = result.stderr.strip().splitlines()
@@ -108,7 +117,7 @@ def _run_in_terminal(command: list[str], *, ready, timeout: float) -> tuple[int,
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                               preexec_fn=take_terminal, env=subprocess_env(), cwd=str(REPO))
+                               preexec_fn=take_terminal, env=make_env(), cwd=str(REPO))
     os.close(slave)
     output = bytearray()
 
