@@ -14,14 +14,19 @@ RATE = 8000
 SPEAKERS = ["p225", "p226", "p231"]
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory):
-    config = ModelConfig(
+def tiny_config(excitation_harmonics: int = 0) -> ModelConfig:
+    """The tiny model every command runs on here (hop 8), with or without a source excitation."""
+    return ModelConfig(
         sample_rate=RATE, num_speakers=3,
         encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
         quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
         decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4))
+                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=excitation_harmonics))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    config = tiny_config()
     torch.manual_seed(0)
     model = VQVAE(config, speakers=[{"id": i, "name": name, "gender": "F"} for i, name in enumerate(SPEAKERS)])
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
@@ -165,12 +170,7 @@ def test_bench_runs_every_method_and_prints_the_table(checkpoint, capsys):
 
 @pytest.fixture(scope="session")
 def pitch_checkpoint(tmp_path_factory):
-    config = ModelConfig(
-        sample_rate=RATE, num_speakers=3,
-        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
-        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=2))
+    config = tiny_config(excitation_harmonics=2)
     torch.manual_seed(0)
     table = [{"id": i, "name": name, "log_f0_mean": mean, "log_f0_std": 0.1}
              for i, (name, mean) in enumerate(zip(SPEAKERS, (4.6, 5.3, 5.0)))]
