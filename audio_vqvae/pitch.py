@@ -166,22 +166,18 @@ def sample_pitch(f0: np.ndarray, sample_rate: int, length: int, hop_length: int,
     rows = np.empty((3, length), np.float32)
     integrated = _integrated_phase(f0_samples, sample_rate)
     if phase is not None:
-        # Offset of the measured phase from the integral at every frame, unwrapped across frames, then
-        # interpolated: the phase runs at f0 and meets each measured value exactly at its frame centre.
-        first = max(0, int(start // hop_length))
-        last = min(len(f0), int((start + length - 1) // hop_length) + 2)
+        # Offset of the measured phase from the integral at every frame centre around the crop, unwrapped
+        # across frames, then interpolated: the phase runs at f0 and meets each measured value exactly at
+        # its frame centre. The integral runs over a span that holds those centres and the crop.
+        first = start // hop_length
+        last = min(len(f0), (start + length - 1) // hop_length + 2)
+        origin = first * hop_length
+        span = np.arange(origin, max(start + length, (last - 1) * hop_length + 1), dtype=np.float64)
+        around = _integrated_phase(np.interp(span, frame_positions, held), sample_rate)
         centres = np.arange(first, last)
-        at_centres = np.interp(centres * float(hop_length), positions, integrated,
-                               left=np.nan, right=np.nan)
-        # Centres outside the crop: extrapolate the integral linearly at the local rate.
-        before = np.isnan(at_centres) & (centres * hop_length < start)
-        after = np.isnan(at_centres) & ~before
-        at_centres[before] = integrated[0] - 2 * np.pi * held[centres[before]] * (
-            start - centres[before] * hop_length) / sample_rate
-        at_centres[after] = integrated[-1] + 2 * np.pi * held[centres[after]] * (
-            centres[after] * hop_length - (start + length - 1)) / sample_rate
-        offsets = np.unwrap(np.asarray(phase, dtype=np.float64)[first:last] - at_centres)
-        integrated = integrated + np.interp(positions, centres * float(hop_length), offsets)
+        offsets = np.unwrap(np.asarray(phase, dtype=np.float64)[first:last] - around[centres * hop_length - origin])
+        integrated = (around[start - origin:start - origin + length]
+                      + np.interp(positions, centres * float(hop_length), offsets))
     rows[0] = integrated
     rows[1] = f0_samples
     rows[2] = voiced
@@ -252,6 +248,14 @@ def speaker_log_f0(entry: dict) -> tuple[float, float]:
         raise ValueError(f"speaker {entry.get('name')!r} has no pitch statistics in the speaker table; "
                          "prepare the corpus again to track them")
     return float(mean), float(std)
+
+
+def conversion_stats(speakers: list[dict], source: int, target: int) -> dict:
+    """``generation_pitch``'s ``source``/``target`` arguments for speaker ids of a speaker table: none when the
+    utterance keeps its own speaker, else both speakers' ln-f0 statistics (:func:`speaker_log_f0`)."""
+    if source == target:
+        return {}
+    return {"source": speaker_log_f0(speakers[source]), "target": speaker_log_f0(speakers[target])}
 
 
 def generation_pitch(f0: np.ndarray, sample_rate: int, length: int, hop_length: int, *,

@@ -80,12 +80,18 @@ def _two_phone_file(path, rate):
     return [(0.0, 0.3, ""), (0.3, 0.7, "AA1"), (0.7, 1.1, "S"), (1.1, 1.4, "")]
 
 
-def test_an_alignment_lands_on_the_right_audio_after_trimming_and_resampling(tmp_path):
+def _aligned_voices(tmp_path):
+    """Two speakers' ``take1.wav`` (quiet, tone, noise, quiet) in ``voices/``; alice's TextGrid in ``mfa/``."""
     root = tmp_path / "voices"
     rows = _two_phone_file(root / "alice" / "take1.wav", RATE)
     _two_phone_file(root / "bob" / "take1.wav", RATE)
     (tmp_path / "mfa" / "alice").mkdir(parents=True)
     (tmp_path / "mfa" / "alice" / "take1.TextGrid").write_text(mfa_textgrid(rows, 1.4))
+    return root
+
+
+def test_an_alignment_lands_on_the_right_audio_after_trimming_and_resampling(tmp_path):
+    root = _aligned_voices(tmp_path)
     prepared = prepare_corpus("folders", root, tmp_path / "cache", sample_rate=8000, num_workers=0, progress=False,
                               valid_utterances_per_speaker=0, alignments=tmp_path / "mfa")
     index = next(i for i, u in enumerate(prepared.utterances) if u["speaker"] == "alice")
@@ -182,11 +188,7 @@ def test_item_files_for_librispeech_and_reuse_without_decoding(tmp_path, monkeyp
 
 
 def test_a_cache_without_a_matching_phone_index_is_refused(tmp_path):
-    root = tmp_path / "voices"
-    rows = _two_phone_file(root / "alice" / "take1.wav", RATE)
-    _two_phone_file(root / "bob" / "take1.wav", RATE)
-    (tmp_path / "mfa" / "alice").mkdir(parents=True)
-    (tmp_path / "mfa" / "alice" / "take1.TextGrid").write_text(mfa_textgrid(rows, 1.4))
+    root = _aligned_voices(tmp_path)
     prepared = prepare_corpus("folders", root, tmp_path / "cache", num_workers=0, progress=False,
                               alignments=tmp_path / "mfa")
     index = json.loads((prepared.cache_dir / "phones.json").read_text())

@@ -94,3 +94,15 @@ def test_utterance_api(corpus):
     assert set(item) >= {"audio", "speaker", "name", "text"}
     assert item["audio"].dtype == np.float32 and item["name"].startswith("s0/")
     assert [s["id"] for s in corpus.speakers] == [0, 1, 2] and corpus.speaker_id("s2") == 2
+
+
+def test_pitch_rows_come_with_the_crop_only_when_asked(corpus):
+    with_pitch = SegmentDataset(corpus, "train", 4096, hop_length=64, seed=3)
+    without = SegmentDataset(corpus, "train", 4096, hop_length=64, seed=3, pitch=False)
+    for i in range(len(with_pitch)):
+        item, plain = with_pitch[i], without[i]
+        assert set(plain) == {"audio", "speaker"} and torch.equal(item["audio"], plain["audio"])
+        start = with_pitch.crop_start(i)
+        rows = torch.from_numpy(corpus.split("train").pitch_rows(int(with_pitch._items[i]), start, start + 4096))
+        assert item["pitch"].shape == (3, 4096) and torch.equal(item["pitch"][:, :rows.shape[1]], rows)
+        assert torch.all(item["pitch"][2, rows.shape[1]:] == 0)  # padding is unvoiced

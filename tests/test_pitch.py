@@ -177,3 +177,18 @@ def test_fused_equals_torch_and_greedy_equals_teacher_forced_with_excitation(one
     assert decoded.shape == (2, length)
     with pytest.raises(ValueError, match="pitch rows"):
         model.decode(codes, speaker)
+
+
+def test_a_crop_gets_the_rows_of_the_whole_utterance_over_it():
+    """Crops of a contour that changes from frame to frame: the same phase as the whole utterance's rows."""
+    contour = 100.0 + 60 * np.abs(np.sin(np.linspace(0, 9, 3 * RATE)))
+    audio, _ = harmonic_tone(contour)
+    track = track_pitch(audio, RATE)
+    measured = measure_phase(audio, track.f0, RATE, track.hop_length)
+    whole = sample_pitch(track.f0, RATE, len(audio), track.hop_length, phase=measured)
+    for start in (0, 1, 79, 1237, 5000, len(audio) - 4096):
+        crop = sample_pitch(track.f0, RATE, 4096, track.hop_length, phase=measured, start=start)
+        voiced = crop[2] > 0
+        difference = np.angle(np.exp(1j * (crop[0].astype(np.float64) - whole[0, start:start + 4096])))
+        assert np.abs(difference[voiced]).max() < 1e-3, start
+        assert np.array_equal(crop[1:], whole[1:, start:start + 4096])

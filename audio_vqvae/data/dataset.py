@@ -40,6 +40,8 @@ class SegmentDataset(Dataset):
         seed: seed of the crop offsets.
         min_length: utterances shorter than this many samples are left out (default ``segment_length // 2``);
             those between ``min_length`` and ``segment_length`` are zero-padded on the right.
+        pitch: also return each crop's pitch rows (for a decoder with a source excitation); without it the
+            loader does no pitch work at all.
 
     Items are ``{"audio": FloatTensor[segment_length], "pitch": FloatTensor[3 x segment_length],
     "speaker": LongTensor[]}``, ``pitch`` the sample-rate ``(phase, f0, voiced)`` rows of the crop
@@ -50,7 +52,7 @@ class SegmentDataset(Dataset):
     """
 
     def __init__(self, corpus: PreparedCorpus, split: str, segment_length: int, *, hop_length: int = 1,
-                 seed: int = 0, min_length: Optional[int] = None):
+                 seed: int = 0, min_length: Optional[int] = None, pitch: bool = True):
         if hop_length < 1 or segment_length < 1 or segment_length % hop_length:
             raise ValueError(f"segment_length ({segment_length}) must be a positive multiple of "
                              f"hop_length ({hop_length})")
@@ -59,6 +61,7 @@ class SegmentDataset(Dataset):
         self.segment_length = segment_length
         self.hop_length = hop_length
         self.seed = seed
+        self.pitch = pitch
         self.min_length = segment_length // 2 if min_length is None else min(min_length, segment_length)
         self.epoch = 0
         self._split = corpus.split(split)
@@ -89,13 +92,16 @@ class SegmentDataset(Dataset):
         position = int(self._items[i])
         start = self.crop_start(i)
         audio = self._split.samples(position, start, start + self.segment_length)  # (<= segment_length,)
-        pitch = self._split.pitch_rows(position, start, start + self.segment_length)  # (3, <= segment_length)
-        if len(audio) < self.segment_length:
-            pitch = np.pad(pitch, ((0, 0), (0, self.segment_length - len(audio))), mode="edge")
-            pitch[2, len(audio):] = 0.0  # the zero padding is silence: unvoiced
-            audio = np.pad(audio, (0, self.segment_length - len(audio)))
-        return {"audio": torch.from_numpy(audio), "pitch": torch.from_numpy(pitch),
-                "speaker": torch.tensor(int(self._split.speaker_ids[position]), dtype=torch.long)}
+        item = {"speaker": torch.tensor(int(self._split.speaker_ids[position]), dtype=torch.long)}
+        padding = self.segment_length - len(audio)
+        if self.pitch:
+            pitch = self._split.pitch_rows(position, start, start + self.segment_length)  # (3, <= segment_length)
+            if padding > 0:
+                pitch = np.pad(pitch, ((0, 0), (0, padding)), mode="edge")
+                pitch[2, len(audio):] = 0.0  # the zero padding is silence: unvoiced
+            item["pitch"] = torch.from_numpy(pitch)
+        item["audio"] = torch.from_numpy(np.pad(audio, (0, padding)) if padding > 0 else audio)
+        return item
 
     def __repr__(self) -> str:
         return (f"SegmentDataset({self.split_name!r}, {len(self)} utterances, segment_length={self.segment_length}, "

@@ -69,7 +69,7 @@ from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features
 from audio_vqvae.evaluation.units import unit_report, unit_scalars
 from audio_vqvae.model import VQVAE
 from audio_vqvae.options import resolve_device
-from audio_vqvae.pitch import generation_pitch, speaker_log_f0
+from audio_vqvae.pitch import conversion_stats, generation_pitch
 
 AUDIO_EXAMPLES = 2  # clips whose truth, reconstruction and conversions go to TensorBoard
 GENERATION_BATCH = 64  # rows per decode call: bigger batches are faster per sample; 64 x 2 s needs about 2.5 GB
@@ -363,12 +363,8 @@ def _targets(source: int, speakers: Sequence[int], count: int, position: int) ->
 
 def _row_pitch(model: VQVAE, corpus: PreparedCorpus, clip: Clip, speaker: int) -> np.ndarray:
     """The ``(phase, f0, voiced)`` rows a clip is generated with: its tracked f0, moved to ``speaker`` if another."""
-    stats = {}
-    if speaker != clip.speaker_id:
-        stats = {"source": speaker_log_f0(model.speakers[clip.speaker_id]),
-                 "target": speaker_log_f0(model.speakers[speaker])}
     return generation_pitch(corpus.f0(clip.utterance), model.config.sample_rate, len(clip.audio),
-                            corpus.pitch_hop, **stats)
+                            corpus.pitch_hop, **conversion_stats(model.speakers, clip.speaker_id, speaker))
 
 
 @torch.no_grad()

@@ -52,7 +52,7 @@ from audio_vqvae.errors import AudioVQVAEError, CheckpointError, InputError
 from audio_vqvae.evaluation.metrics import code_statistics
 from audio_vqvae.evaluation.units import validation_phone_accuracy
 from audio_vqvae.model import VQVAE
-from audio_vqvae.pitch import generation_pitch, speaker_log_f0
+from audio_vqvae.pitch import conversion_stats, generation_pitch
 from audio_vqvae.training.distributed import (
     DistributedContext,
     any_rank,
@@ -257,7 +257,9 @@ class Trainer:
 
         data, train = self.config.data, self.config.train
         hop = self.model.hop_length
-        self.train_set = SegmentDataset(self.corpus, "train", data.segment_length, hop_length=hop, seed=train.seed)
+        pitch = self.model.needs_pitch
+        self.train_set = SegmentDataset(self.corpus, "train", data.segment_length, hop_length=hop, seed=train.seed,
+                                        pitch=pitch)
         self.train_loader = make_loader(self.train_set, data.batch_size, shuffle=True, num_workers=data.num_workers,
                                         seed=train.seed, distributed=self.context.enabled, drop_last=True)
         if len(self.train_loader) == 0:
@@ -268,7 +270,7 @@ class Trainer:
         if self.is_main and len(self.corpus.split("valid")) > 0:
             try:
                 valid_set = SegmentDataset(self.corpus, "valid", data.segment_length, hop_length=hop,
-                                           seed=train.seed + 1)
+                                           seed=train.seed + 1, pitch=pitch)
             except ValueError as err:
                 self.log(f"note: no validation ({err})")
             else:
@@ -603,9 +605,7 @@ class Trainer:
         pitches = []
         for index, speaker, _ in rows:
             clip = self.clips[index]
-            source = clip["speaker"]
-            stats = {} if speaker == source else {"source": speaker_log_f0(self.speakers[source]),
-                                                  "target": speaker_log_f0(self.speakers[speaker])}
+            stats = conversion_stats(self.speakers, clip["speaker"], speaker)
             pitches.append(generation_pitch(clip["f0"], rate, length, hop, start=clip["start"], **stats))
         return torch.from_numpy(np.stack(pitches)).to(self.device)
 
