@@ -139,6 +139,12 @@ class WaveNetConfig(_Config):
     # tracked in `prepare` (phase measured in the audio) or, when generating, the source's f0 moved to the
     # target speaker. See audio_vqvae.pitch.
     excitation_harmonics: int = 0
+    # Source-filter decoder (0 = off, the paper's model): an envelope network predicts an all-pole filter of
+    # this order per frame from the codes and the speaker, and the WaveNet models only the excitation
+    # e[t] = s[t] - p[t] of the filter's prediction p[t], which it also gets as an input. See audio_vqvae.lpc.
+    lpc_order: int = 0
+    # Weight of the envelope network's loss (squared error of atanh of the reflection coefficients).
+    lpc_weight: float = 1.0
 
     @property
     def excitation_channels(self) -> int:
@@ -160,6 +166,9 @@ class WaveNetConfig(_Config):
             _require_positive(self, name)
         if self.excitation_harmonics < 0:
             raise ConfigError(f"decoder.excitation_harmonics must be 0 (off) or more, got {self.excitation_harmonics}")
+        if not 0 <= self.lpc_order <= 64:
+            raise ConfigError(f"decoder.lpc_order must be 0 (off) to 64, got {self.lpc_order}")
+        _require_range(self, "lpc_weight", "decoder", minimum=0.0)
         if self.gate_channels % 2:
             raise ConfigError(f"decoder.gate_channels must be even (tanh and sigmoid halves), got {self.gate_channels}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch import nn
 from audio_vqvae.config import ModelConfig
 from audio_vqvae.emphasis import deemphasis, preemphasis
 from audio_vqvae.encoder import Encoder
+from audio_vqvae.lpc import envelope_loss, per_sample, predict, prediction_coefficients, reflections_from
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.pitch import excitation
 from audio_vqvae.quantizer import VectorQuantizer, time_jitter
@@ -36,11 +37,13 @@ class VQVAEOutput:
     Attributes:
         logits: Tensor[B x 256 x T]; position t predicts sample t from samples < t (teacher forcing).
         codes: LongTensor[B x T // hop].
-        loss: total training loss (reconstruction in nats + quantizer loss).
+        loss: total training loss (reconstruction in nats + quantizer loss + weighted envelope loss).
         reconstruction: cross-entropy of the targets in nats per sample.
         quantizer: the quantizer's loss term (codebook and/or β·commitment).
         perplexity: codebook perplexity in this batch.
         codes_used: distinct codes in this batch.
+        targets: LongTensor[B x T], the classes the logits score (the excitation's for ``lpc_order``).
+        envelope: the envelope network's loss (zero without ``lpc_order``), see :mod:`audio_vqvae.lpc`.
     """
 
     logits: torch.Tensor
@@ -50,6 +53,8 @@ class VQVAEOutput:
     quantizer: torch.Tensor
     perplexity: torch.Tensor
     codes_used: torch.Tensor
+    targets: Optional[torch.Tensor] = None
+    envelope: Optional[torch.Tensor] = None
 
     @property
     def bits_per_sample(self) -> torch.Tensor:
@@ -120,13 +125,37 @@ class VQVAE(nn.Module):
         source = excitation(pitch.to(upsampled), harmonics, self.config.sample_rate)  # its dtype and device
         return upsampled + self.decoder.excitation(source)
 
+    @property
+    def source_filter(self) -> bool:
+        """Whether the decoder models an LPC excitation (``decoder.lpc_order``, :mod:`audio_vqvae.lpc`)."""
+        return self.decoder.envelope is not None
+
     def targets(self, audio: torch.Tensor) -> torch.Tensor:
-        """The decoder's μ-law classes for Tensor[B x T] audio: LongTensor[B x T] (after pre-emphasis, if any)."""
+        """The decoder's μ-law input classes for Tensor[B x T] audio: LongTensor[B x T] (after pre-emphasis, if any).
+
+        Without ``lpc_order`` they are also its targets; a source-filter decoder's targets are the excitation's
+        classes, which depend on the codes (:attr:`VQVAEOutput.targets`).
+        """
         return mu_law_encode(preemphasis(audio, self.config.preemphasis), self.decoder.quantization_channels)
 
-    def waveform(self, classes: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`targets`: LongTensor[B x T] of generated classes -> Tensor[B x T] audio in [-1, 1]."""
-        audio = mu_law_decode(classes, self.decoder.quantization_channels)
+    def envelope(self, quantized: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """The envelope network's raw output for Tensor[B x D x T'] code vectors: u = atanh k, Tensor[B x T' x M]."""
+        return self.decoder.envelope(quantized, self.decoder.speaker_embedding(speaker))
+
+    def prediction_coefficients(self, quantized: torch.Tensor, speaker: torch.Tensor, length: int) -> torch.Tensor:
+        """Per-sample LPC prediction coefficients from the codes and speakers: DoubleTensor[B x length x M]."""
+        raw = self.envelope(quantized, speaker).detach()
+        return per_sample(prediction_coefficients(reflections_from(raw).double()), self.hop_length, length)
+
+    def waveform(self, classes: torch.Tensor, signal: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Generated classes LongTensor[B x T] (or, for a source-filter decoder, its synthesised ``signal``)
+        -> Tensor[B x T] audio in [-1, 1], de-emphasised if the model is pre-emphasised."""
+        if signal is not None:
+            audio = signal.float()
+        elif self.source_filter:
+            raise ValueError("a source-filter decoder's classes are its excitation: pass the generated signal")
+        else:
+            audio = mu_law_decode(classes, self.decoder.quantization_channels)
         if self.config.preemphasis:
             audio = deemphasis(audio, self.config.preemphasis).clamp(-1.0, 1.0)
         return audio
@@ -167,13 +196,29 @@ class VQVAE(nn.Module):
             quantizer_loss, perplexity = zero, zero
         if self.training:
             code_vectors = time_jitter(code_vectors, self.config.time_jitter)
-        targets = self.targets(audio)
+        inputs = self.targets(audio)
+        targets, prediction, envelope = inputs, None, audio.new_zeros(())
+        if self.source_filter:
+            # The WaveNet models the excitation of the predicted envelope (detached: it is trained by
+            # its own loss), and gets the prediction as an input; see audio_vqvae.lpc.
+            signal = preemphasis(audio, self.config.preemphasis)
+            raw = self.envelope(code_vectors, speaker)
+            envelope = envelope_loss(raw.float(), signal, self.hop_length, self.config.sample_rate)
+            coefficients = per_sample(prediction_coefficients(reflections_from(raw.detach()).double()),
+                                      self.hop_length, audio.shape[1])
+            predicted = predict(signal, coefficients).clamp(-1.0, 1.0)
+            quantization = self.decoder.quantization_channels
+            targets = mu_law_encode(signal.double() - predicted, quantization)
+            prediction = mu_law_encode(predicted, quantization)
         conditioning = self.conditioning(code_vectors, audio.shape[1], pitch)
-        logits = self.decoder(self._noisy_inputs(targets), conditioning, speaker)
+        logits = self.decoder(self._noisy_inputs(inputs), conditioning, speaker, prediction)
         reconstruction = F.cross_entropy(logits.float(), targets)
-        return VQVAEOutput(logits=logits, codes=codes, loss=reconstruction + quantizer_loss,
-                           reconstruction=reconstruction, quantizer=quantizer_loss,
-                           perplexity=perplexity, codes_used=codes_used)
+        loss = reconstruction + quantizer_loss
+        if self.source_filter:
+            loss = loss + self.config.decoder.lpc_weight * envelope
+        return VQVAEOutput(logits=logits, codes=codes, loss=loss, reconstruction=reconstruction,
+                           quantizer=quantizer_loss, perplexity=perplexity, codes_used=codes_used,
+                           targets=targets, envelope=envelope)
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -182,11 +227,45 @@ class VQVAE(nn.Module):
         return self.quantizer.encode(self.encoder(audio.unsqueeze(1)))
 
     @torch.no_grad()
+    def decoder_inputs(self, codes: torch.Tensor, speaker: torch.Tensor, lengths: Optional[Sequence[int]] = None,
+                       pitch: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """What generation needs from LongTensor[B x T'] codes: conditioning Tensor[B x C x T] at the sample rate
+        and, for a source-filter decoder, DoubleTensor[B x T x M] prediction coefficients (else None).
+
+        ``lengths`` (samples per utterance) lets a batch hold utterances of different lengths: each is
+        conditioned on its own ``ceil(length / hop)`` codes, one utterance at a time (so its conditioning,
+        and so its samples, do not depend on its batch), and zero-padded after its end, which cannot change
+        its samples (generation is causal). Without it the whole batch is conditioned at once on ``T' * hop``.
+        """
+        batch, frames = codes.shape
+        full = frames * self.hop_length
+        vectors = self.quantizer.lookup(codes)
+        if lengths is None:
+            conditioning = self.conditioning(vectors, full, None if pitch is None else pitch[:, :, :full])
+            lpc = self.prediction_coefficients(vectors, speaker, full) if self.source_filter else None
+            return conditioning, lpc
+        lengths = [int(n) for n in lengths]
+        if len(lengths) != batch or any(not 0 < n <= full for n in lengths):
+            raise ValueError(f"lengths must be {batch} sample counts in 1..{full}, got {lengths}")
+        steps = max(lengths)
+        conditioning = vectors.new_zeros(batch, self.config.decoder.conditioning_channels, steps)
+        lpc = vectors.new_zeros(batch, steps, self.config.decoder.lpc_order, dtype=torch.float64)
+        for row, length in enumerate(lengths):
+            used = vectors[row:row + 1, :, :-(-length // self.hop_length)]
+            rows = None if pitch is None else pitch[row:row + 1, :, :length]
+            conditioning[row, :, :length] = self.conditioning(used, length, rows)[0]
+            if self.source_filter:
+                lpc[row, :length] = self.prediction_coefficients(used, speaker[row:row + 1], length)[0]
+        return conditioning, (lpc if self.source_filter else None)
+
+    @torch.no_grad()
     def decode(self, codes: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,
                generator: Optional[torch.Generator] = None,
                progress: Optional[Callable[[int], None]] = None, method: str = "auto",
-               pitch: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Generate audio autoregressively from codes, on the fastest available path.
+               pitch: Optional[torch.Tensor] = None, lengths: Optional[Sequence[int]] = None,
+               seeds: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Generate audio autoregressively from codes, on the fastest available path: the one decode path
+        of the package (the CLI, training's audio rounds, ``evaluate`` and the benchmark call it).
 
         Args:
             codes: LongTensor[B x T'].
@@ -198,13 +277,19 @@ class VQVAE(nn.Module):
                 or ``"torch"``; see :func:`audio_vqvae.generation.generate`.
             pitch: Tensor[B x 3 x T' * hop] ``(phase, f0, voiced)`` rows, required when :attr:`needs_pitch`
                 (:func:`audio_vqvae.pitch.sample_pitch` of the f0 to speak with, phase integrated).
+            lengths: samples per utterance (:meth:`decoder_inputs`); the output is zero after each one's end.
+            seeds: one sampling seed per utterance (instead of drawing them from ``generator``).
 
         Returns:
-            Tensor[B x T' * hop] in [-1, 1].
+            Tensor[B x max(lengths)] in [-1, 1] (``T' * hop`` samples without ``lengths``).
         """
         from audio_vqvae.generation.engine import generate  # imported here: numba loads only when generating
 
-        conditioning = self.conditioning(self.quantizer.lookup(codes), codes.shape[1] * self.hop_length, pitch)
+        conditioning, lpc = self.decoder_inputs(codes, speaker, lengths, pitch)
         generated = generate(self.decoder, conditioning, speaker, temperature=temperature, generator=generator,
-                             method=method, progress=progress)
-        return self.waveform(generated.samples)
+                             seeds=seeds, method=method, progress=progress, lpc=lpc)
+        audio = self.waveform(generated.samples, generated.signal)
+        if lengths is not None:
+            for row, length in enumerate(lengths):
+                audio[row, int(length):] = 0.0
+        return audio

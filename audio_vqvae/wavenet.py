@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audio_vqvae.config import WaveNetConfig
+from audio_vqvae.lpc import EnvelopePredictor
 
 
 class ConditioningUpsampler(nn.Module):
@@ -119,11 +120,14 @@ class GenerationState:
 
 @dataclass
 class GenerationOutput:
-    """Result of :meth:`WaveNet.generate`: ``samples`` LongTensor[B x T] of μ-law classes and, if asked for,
-    ``logits`` Tensor[B x Q x T] (the distribution each sample was drawn from)."""
+    """Result of a generation: ``samples`` LongTensor[B x T] of μ-law classes and, if asked for,
+    ``logits`` Tensor[B x Q x T] (the distribution each sample was drawn from). For a source-filter
+    decoder (``lpc_order``) the classes are the excitation's and ``signal`` holds the synthesised
+    Tensor[B x T] signal ``p + e`` (in the decoder's domain: still pre-emphasised, if the model is)."""
 
     samples: torch.Tensor
     logits: Optional[torch.Tensor] = field(default=None)
+    signal: Optional[torch.Tensor] = field(default=None)
 
 
 class WaveNet(nn.Module):
@@ -155,6 +159,14 @@ class WaveNet(nn.Module):
         # Made last, and only when on, so the paper's model is initialised exactly as before.
         self.excitation = (nn.Conv1d(config.excitation_channels, config.conditioning_channels, kernel_size=1,
                                      bias=False) if config.excitation_harmonics else None)
+        # Source-filter split (audio_vqvae.lpc): the envelope network, and the embedding of the filter's
+        # prediction p[t] (μ-law classes), added to the embedded previous sample. Made last, only when on.
+        self.envelope = (EnvelopePredictor(code_dim, config.speaker_dim, config.lpc_order)
+                         if config.lpc_order else None)
+        self.prediction_embedding = None
+        if config.lpc_order:
+            self.prediction_embedding = nn.Embedding(config.quantization_channels, config.residual_channels)
+            ordinal_embedding_(self.prediction_embedding.weight)
 
     @property
     def receptive_field(self) -> int:
@@ -183,18 +195,25 @@ class WaveNet(nn.Module):
         speaker_vector = self.speaker_embedding(speaker)
         return [layer.bias(conditioning, speaker_vector) for layer in self.layers]
 
-    def forward(self, samples: torch.Tensor, conditioning: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+    def forward(self, samples: torch.Tensor, conditioning: torch.Tensor, speaker: torch.Tensor,
+                prediction: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Teacher-forced logits: position t predicts ``samples[:, t]`` from ``samples[:, :t]``.
 
         Args:
             samples: LongTensor[B x T] of μ-law classes (or float Tensor[B x Q x T], see :meth:`embed_inputs`).
             conditioning: Tensor[B x C x T] from :attr:`upsample`.
             speaker: LongTensor[B].
+            prediction: LongTensor[B x T], the μ-law class of the linear prediction ``p[t]`` (known before
+                sample t), required with ``lpc_order`` (the logits are then the excitation's).
 
         Returns:
             Tensor[B x Q x T] of logits.
         """
         x = self.embed_inputs(samples)
+        if self.prediction_embedding is not None:
+            if prediction is None:
+                raise ValueError("this decoder models an LPC excitation: pass the prediction classes")
+            x = x + self.prediction_embedding(prediction).transpose(1, 2).to(x.dtype)
         skips = 0
         for layer, bias in zip(self.layers, self.layer_biases(conditioning, speaker)):
             x, skip = layer(x, bias)
@@ -206,18 +225,22 @@ class WaveNet(nn.Module):
     def new_state(self, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> GenerationState:
         return GenerationState.create(self.config.dilations, batch, self.config.residual_channels, device, dtype)
 
-    def step(self, state: GenerationState, previous: torch.Tensor, biases: Sequence[torch.Tensor]) -> torch.Tensor:
+    def step(self, state: GenerationState, previous: torch.Tensor, biases: Sequence[torch.Tensor],
+             prediction: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One generation step with the per-layer queues: O(layers) work, not O(receptive field).
 
         Args:
             state: queues from :meth:`new_state`, advanced in place.
             previous: LongTensor[B], the sample generated at the previous step.
             biases: L x Tensor[B x G], this step's slice of :meth:`layer_biases`.
+            prediction: LongTensor[B], the class of this step's linear prediction (``lpc_order`` only).
 
         Returns:
             Tensor[B x Q] of logits for the current sample.
         """
         x = self.input_embedding(previous)  # (B, R)
+        if self.prediction_embedding is not None:
+            x = x + self.prediction_embedding(prediction)
         skips = 0
         for layer, queue, bias in zip(self.layers, state.queues, biases):
             slot = state.position % layer.dilation

@@ -318,16 +318,17 @@ def _teacher_forced(model: VQVAE, corpus: PreparedCorpus, utterances: Sequence[i
         waveform = torch.from_numpy(audio).unsqueeze(0).to(device)
         pitch = torch.from_numpy(corpus.pitch_rows(index)).unsqueeze(0).to(device) if model.needs_pitch else None
         out = model(waveform, speaker, pitch=pitch)
-        targets = model.targets(waveform)
+        targets = out.targets  # the excitation's classes for a source-filter decoder
         per_sample = F.cross_entropy(out.logits.float(), targets, reduction="none")[0]
         nats += float(per_sample.sum())
         samples += len(audio)
         counts += np.bincount(out.codes.flatten().cpu().numpy(), minlength=len(counts))
-        # The reference scores the decoder's own classes, in its own domain (pre-emphasised, if it is).
+        # The reference scores the signal's classes in the decoder's domain (pre-emphasised, if it is); a
+        # source-filter decoder scores its excitation's classes instead, another alphabet of the same size.
         levels.append(frame_levels(audio, frame))
         decoder_bits.append(per_sample.cpu().numpy() / math.log(2))
         reference_bits.append(lpc_reference_bits(preemphasis(waveform, model.config.preemphasis)[0].cpu().numpy(),
-                                                 targets[0].cpu().numpy(), frame,
+                                                 model.targets(waveform)[0].cpu().numpy(), frame,
                                                  quantization_channels=model.decoder.quantization_channels))
     quantization = model.decoder.quantization_channels
     by_level = level_bits(*(np.concatenate(parts) if parts else np.zeros(0)

@@ -128,7 +128,6 @@ def _table_stats(model, speaker: int) -> Optional[tuple[float, float]]:
 def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_size: int, progress: bool) -> None:
     """Generate every job (batched by similar length) and write each output file atomically."""
     from audio_vqvae.generation.audio_io import save_audio
-    from audio_vqvae.generation.engine import generate
 
     hop, rate = model.hop_length, model.config.sample_rate
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].codes.shape[0])
@@ -143,30 +142,28 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
             batch = [jobs[i] for i in order[first:first + batch_size]]
             lengths = [job.codes.shape[0] * hop for job in batch]
             steps = max(lengths)
-            with torch.no_grad():
-                # Conditioning per utterance, then padded: generation is causal, so padding after an
-                # utterance's end cannot change its samples.
-                # Everything on the model's device: the fused engine for CPU tensors, the PyTorch path elsewhere.
-                device = next(model.parameters()).device
-                conditioning = torch.zeros(len(batch), model.config.decoder.conditioning_channels, steps,
-                                           device=device)
+            # Everything on the model's device: the fused engine for CPU tensors, the PyTorch path elsewhere.
+            device = next(model.parameters()).device
+            codes = torch.zeros(len(batch), max(job.codes.shape[0] for job in batch), dtype=torch.long)
+            for row, job in enumerate(batch):
+                codes[row, :job.codes.shape[0]] = job.codes
+            pitch = None
+            if model.needs_pitch:
+                pitch = torch.zeros(len(batch), 3, steps)
                 for row, job in enumerate(batch):
-                    codes = job.codes.unsqueeze(0).to(device)
-                    pitch = None if job.pitch is None else torch.from_numpy(job.pitch).unsqueeze(0).to(device)
-                    vectors = model.quantizer.lookup(codes)
-                    conditioning[row, :, :lengths[row]] = model.conditioning(vectors, lengths[row], pitch)[0]
-                done = [0]
+                    pitch[row, :, :lengths[row]] = torch.from_numpy(job.pitch)
+                pitch = pitch.to(device)
+            done = [0]
 
-                def report(steps_done: int) -> None:
-                    if bar is not None:
-                        bar.update(sum(min(steps_done, n) for n in lengths) - done[0])
-                        done[0] = sum(min(steps_done, n) for n in lengths)
+            def report(steps_done: int) -> None:
+                if bar is not None:
+                    bar.update(sum(min(steps_done, n) for n in lengths) - done[0])
+                    done[0] = sum(min(steps_done, n) for n in lengths)
 
-                output = generate(model.decoder, conditioning,
-                                  torch.tensor([job.speaker for job in batch], device=device),
-                                  temperature=temperature, seeds=[job.seed for job in batch], method=method,
-                                  progress=report)
-            audio = model.waveform(output.samples)
+            # One utterance per row, each on its own codes and length (model.decode pads after each end).
+            audio = model.decode(codes.to(device), torch.tensor([job.speaker for job in batch], device=device),
+                                 temperature=temperature, seeds=[job.seed for job in batch], method=method,
+                                 progress=report, pitch=pitch, lengths=lengths)
             for row, job in enumerate(batch):
                 save_audio(job.output, audio[row, :lengths[row]], rate)
     finally:

@@ -123,12 +123,16 @@ def fused_available() -> bool:
     return True
 
 
-def resolve_method(method: str, device: torch.device) -> str:
+def resolve_method(method: str, device: torch.device, lpc: bool = False) -> str:
     """The path that runs: ``"auto"`` is the fused kernels on CPU (when numba imports), the CUDA graph on
     CUDA, and the PyTorch path elsewhere. ``"graph"`` off CUDA runs the same step eagerly (a check, not fast)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if lpc and method in ("fused", "graph"):
+        raise ValueError(f"method {method!r} does not generate a source-filter decoder yet; use 'torch' (or 'auto')")
     if method == "auto":
+        if lpc:
+            return "torch"
         if device.type == "cuda":
             return "graph"
         return "fused" if device.type == "cpu" and fused_available() else "torch"
@@ -147,7 +151,8 @@ def resolve_method(method: str, device: torch.device) -> str:
 def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor, *, temperature: float = 1.0,
              seeds: Optional[Sequence[int]] = None, generator: Optional[torch.Generator] = None,
              method: Method = "auto", teacher: Optional[torch.Tensor] = None, return_logits: bool = False,
-             progress: Optional[Callable[[int], None]] = None, chunk_steps: Optional[int] = None) -> GenerationOutput:
+             progress: Optional[Callable[[int], None]] = None, chunk_steps: Optional[int] = None,
+             lpc: Optional[torch.Tensor] = None) -> GenerationOutput:
     """Generate μ-law samples autoregressively for a batch of utterances.
 
     Args:
@@ -160,15 +165,19 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         method: ``"fused"`` (numba, CPU), ``"torch"`` (per-layer queues, any device), ``"graph"`` (the
             PyTorch step captured in a CUDA graph; eager off CUDA) or ``"auto"`` (fused on CPU when numba
             is available, graph on CUDA).
-        teacher: optional LongTensor[B x T]: feed these samples instead of the generated ones (checks).
+        teacher: optional LongTensor[B x T]: feed these samples instead of the generated ones (checks); with
+            ``lpc``, the signal Tensor[B x T] to feed instead of the synthesised one.
         return_logits: also return the logits Tensor[B x Q x T] every sample was drawn from.
         progress: called with the number of steps done after every chunk.
         chunk_steps: steps per chunk (progress is reported after each); default: about 64 MiB of
             precomputed gate biases (PyTorch path), 8 MiB (fused path, one utterance), or about 32k
             samples over the batch (fused path, batch > 1, which precomputes none).
+        lpc: Tensor[B x T x M] per-sample prediction coefficients, for a source-filter decoder
+            (:mod:`audio_vqvae.lpc`): the samples drawn are the excitation, added to the prediction.
 
     Returns:
-        :class:`~audio_vqvae.wavenet.GenerationOutput` with ``samples`` LongTensor[B x T].
+        :class:`~audio_vqvae.wavenet.GenerationOutput` with ``samples`` LongTensor[B x T] (and ``signal``
+        with ``lpc``).
     """
     batch, _, steps = conditioning.shape
     if speaker.shape != (batch,):
@@ -181,7 +190,12 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         seeds = seeds_from(generator, batch)
     if len(seeds) != batch:
         raise ValueError(f"need one seed per utterance ({batch}), got {len(seeds)}")
-    method = resolve_method(method, conditioning.device)
+    if (lpc is None) != (decoder.prediction_embedding is None):
+        raise ValueError("a source-filter decoder (lpc_order > 0) generates with its prediction coefficients "
+                         "(lpc=...), and only it does")
+    if lpc is not None and lpc.shape[:2] != (batch, steps):
+        raise ValueError(f"lpc must have shape ({batch}, {steps}, order), got {tuple(lpc.shape)}")
+    method = resolve_method(method, conditioning.device, lpc=lpc is not None)
     uniforms = draw_uniforms(seeds, steps) if temperature > 0 else torch.zeros(batch, steps, dtype=torch.float64)
     if chunk_steps is None:
         bytes_per_step = 4 * batch * len(decoder.layers) * (decoder.config.gate_channels + 2)
@@ -197,32 +211,73 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         return generate_graph(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits,
                               progress, chunk_steps)
     run = _generate_fused if method == "fused" else _generate_torch
-    return run(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps)
+    return run(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps,
+               lpc)
 
 
 def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress,
-                    chunk_steps):
+                    chunk_steps, lpc=None):
     """The per-layer-queue path (:meth:`WaveNet.step`), with biases precomputed per chunk."""
     batch, _, steps = conditioning.shape
     device = conditioning.device
+    classes = decoder.quantization_channels
     state = decoder.new_state(batch, device, conditioning.dtype)
     samples = torch.empty(batch, steps, dtype=torch.long, device=device)
-    logits_out = conditioning.new_empty(batch, decoder.quantization_channels, steps) if return_logits else None
+    logits_out = conditioning.new_empty(batch, classes, steps) if return_logits else None
     previous = torch.full((batch,), decoder.silence, dtype=torch.long, device=device)
     uniforms = uniforms.to(device)
+    synthesis = _Synthesis(lpc, classes) if lpc is not None else None
     for start in range(0, steps, chunk_steps):
         stop = min(start + chunk_steps, steps)
         biases = torch.stack(decoder.layer_biases(conditioning[:, :, start:stop], speaker), dim=0)  # (L, B, G, T')
         biases = biases.permute(3, 0, 1, 2).contiguous()  # (T', L, B, G): one step's slice is contiguous
         for t in range(start, stop):
-            logits = decoder.step(state, previous, biases[t - start])
+            prediction = synthesis.predict(t) if synthesis is not None else None
+            logits = decoder.step(state, previous, biases[t - start], prediction)
             samples[:, t] = sample_inverse_cdf(logits, uniforms[:, t], temperature)
             if logits_out is not None:
                 logits_out[:, :, t] = logits
-            previous = teacher[:, t] if teacher is not None else samples[:, t]
+            if synthesis is not None:
+                previous = synthesis.advance(t, samples[:, t], None if teacher is None else teacher[:, t])
+            else:
+                previous = teacher[:, t] if teacher is not None else samples[:, t]
         if progress is not None:
             progress(stop)
-    return GenerationOutput(samples=samples, logits=logits_out)
+    signal = synthesis.signal.to(conditioning.dtype) if synthesis is not None else None
+    return GenerationOutput(samples=samples, logits=logits_out, signal=signal)
+
+
+class _Synthesis:
+    """The LPC synthesis of the PyTorch path: ``p[t] = Σ_i c[t, i] s[t − i]`` and ``s[t] = p[t] + e[t]``, in float64.
+
+    The signal is rounded to float32 as it is made, so that a teacher-forced pass over the float32
+    output (:func:`audio_vqvae.lpc.predict`) sees exactly the values generation continued from.
+    """
+
+    def __init__(self, lpc: torch.Tensor, classes: int):
+        from audio_vqvae.mulaw import mu_law_encode
+
+        self.encode = lambda x: mu_law_encode(x, classes)  # noqa: E731
+        self.classes = classes
+        self.coefficients = lpc.double()
+        batch, steps, order = lpc.shape
+        self.history = torch.zeros(batch, order, dtype=torch.float64, device=lpc.device)  # s[t-1], ..., s[t-M]
+        self.signal = torch.zeros(batch, steps, dtype=torch.float32, device=lpc.device)
+        self.prediction = None
+
+    def predict(self, t: int) -> torch.Tensor:
+        self.prediction = (self.history * self.coefficients[:, t]).sum(-1).clamp(-1.0, 1.0)
+        return self.encode(self.prediction)
+
+    def advance(self, t: int, excitation: torch.Tensor, teacher: Optional[torch.Tensor]) -> torch.Tensor:
+        """Add the drawn excitation class to the prediction; the class of the new sample (the next input)."""
+        from audio_vqvae.mulaw import mu_law_decode
+
+        value = (self.prediction + mu_law_decode(excitation, self.classes).double()).clamp(-1.0, 1.0).float()
+        self.signal[:, t] = value
+        fed = (teacher if teacher is not None else value).float().double()
+        self.history = torch.cat([fed.unsqueeze(1), self.history[:, :-1]], dim=1)
+        return self.encode(fed)
 
 
 def _kernel_constant(decoder: WaveNet, speaker: torch.Tensor) -> np.ndarray:

@@ -441,9 +441,9 @@ class Trainer:
         with self._autocast():
             out = self.train_model(audio, speaker, pitch)
         parts = torch.stack([out["loss"].detach().float(), out["reconstruction"].detach().float(),
-                             out["quantizer"].detach().float()])
+                             out["quantizer"].detach().float(), out["envelope"].detach().float()])
         parts = mean_over_ranks(self.context, parts).cpu()
-        loss, reconstruction, quantizer_loss = (float(v) for v in parts)
+        loss, reconstruction, quantizer_loss, envelope = (float(v) for v in parts)
         if not math.isfinite(loss):
             self._non_finite("loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -455,7 +455,7 @@ class Trainer:
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": loss, "reconstruction": reconstruction, "quantizer": quantizer_loss,
+        return {"loss": loss, "reconstruction": reconstruction, "quantizer": quantizer_loss, "envelope": envelope,
                 "bits_per_sample": reconstruction / math.log(2), "perplexity": float(out["perplexity"]),
                 "codes_used": int(out["codes_used"]), "learning_rate": learning_rate, "grad_norm": grad_norm}
 
@@ -617,6 +617,8 @@ class Trainer:
             for name in ("loss", "reconstruction", "quantizer", "bits_per_sample", "perplexity", "codes_used",
                          "grad_norm"):
                 self.writer.add_scalar(f"train/{name}", means[name], self.step)
+            if self.model.source_filter:  # the envelope network's loss (audio_vqvae.lpc)
+                self.writer.add_scalar("train/envelope", means["envelope"], self.step)
             self.writer.add_scalar("train/learning_rate", means["learning_rate"], self.step)
             self.writer.add_scalar("time/samples_per_second", throughput, self.step)
             self.writer.add_scalar("time/data_seconds_per_step", means["data_s"], self.step)
@@ -751,7 +753,7 @@ class _TrainingOutputs(torch.nn.Module):
                 pitch: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         out = self.model(audio, speaker, pitch=pitch)
         return {"loss": out.loss, "reconstruction": out.reconstruction, "quantizer": out.quantizer,
-                "perplexity": out.perplexity, "codes_used": out.codes_used}
+                "perplexity": out.perplexity, "codes_used": out.codes_used, "envelope": out.envelope}
 
 
 def _wrap_ddp(model: VQVAE, device: torch.device) -> DistributedDataParallel:
