@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Sequence
@@ -128,13 +129,11 @@ def resolve_method(method: str, device: torch.device, lpc: bool = False) -> str:
     CUDA, and the PyTorch path elsewhere. ``"graph"`` off CUDA runs the same step eagerly (a check, not fast)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if lpc and method in ("fused", "graph"):
-        raise ValueError(f"method {method!r} does not generate a source-filter decoder yet; use 'torch' (or 'auto')")
+    if lpc and method == "graph":
+        raise ValueError("method 'graph' does not generate a source-filter decoder yet; use 'torch' (or 'auto')")
     if method == "auto":
-        if lpc:
-            return "torch"
         if device.type == "cuda":
-            return "graph"
+            return "torch" if lpc else "graph"
         return "fused" if device.type == "cpu" and fused_available() else "torch"
     if method == "fused":
         if device.type != "cpu":
@@ -300,7 +299,7 @@ def _kernel_constant(decoder: WaveNet, speaker: torch.Tensor) -> np.ndarray:
 
 
 def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress,
-                    chunk_steps):
+                    chunk_steps, lpc=None):
     import numba
 
     from audio_vqvae.generation import fused
@@ -328,6 +327,18 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     # slow when other processes hold one of them. Both kernels give identical samples, so the choice is
     # re-made per chunk from measured speed (each is tried on a short chunk first).
     chooser = _ThreadChooser(enabled=batch == 1 and threads >= 2)
+    # A source-filter decoder: the prediction's embedding, every class's value and each utterance's last
+    # samples (the synthesis state); dummies of the same types otherwise, so one compiled kernel serves both.
+    use_lpc = lpc is not None
+    order = lpc.shape[2] if use_lpc else 1
+    history = np.zeros((batch, order), np.float64)
+    prediction_embedding = (np.ascontiguousarray(decoder.prediction_embedding.weight.detach().float().numpy())
+                            if use_lpc else np.zeros((1, decoder.config.residual_channels), np.float32))
+    from audio_vqvae.mulaw import mu_law_decode
+
+    levels = np.ascontiguousarray(mu_law_decode(torch.arange(classes), classes).double().numpy())
+    log1p_mu = math.log1p(classes - 1)
+    signal = torch.empty(batch, steps) if use_lpc else None
     # Reused by every chunk: fresh pages would cost a page fault per 4 KB, as much as computing them.
     bias_buffer = np.empty((min(chunk_steps, steps) if lane_blocks is None else 0, layers, 2, width2), np.float32)
     start = 0
@@ -342,34 +353,46 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
             biases = bias_buffer[:length]
             fused.conditioning_biases(weights.dilated, chunk_conditioning[0], constant, biases)
         chunk_uniforms = np.ascontiguousarray(uniforms[:, start:stop].numpy())
-        chunk_teacher = (np.ascontiguousarray(teacher[:, start:stop].to(torch.long).numpy()) if teacher is not None
-                         else np.zeros((batch, length), np.int64))
+        chunk_teacher = (np.ascontiguousarray(teacher[:, start:stop].to(torch.long).numpy())
+                         if teacher is not None and not use_lpc else np.zeros((batch, length), np.int64))
         chunk_samples = np.empty((batch, length), np.int64)
         chunk_logits = np.empty((batch, length if return_logits else 0, classes), np.float32)
+        chunk_lpc = (np.ascontiguousarray(lpc[:, start:stop].double().numpy()) if use_lpc
+                     else np.zeros((batch, 0, 1), np.float64))
+        chunk_signal = np.zeros((batch, length if use_lpc else 0), np.float32)
+        chunk_teacher_signal = (np.ascontiguousarray(teacher[:, start:stop].float().numpy())
+                                if use_lpc and teacher is not None else np.zeros((batch, length), np.float32))
+        synthesis = (prediction_embedding, chunk_lpc, history, levels, chunk_signal, chunk_teacher_signal, use_lpc,
+                     log1p_mu)
+        one = (prediction_embedding, chunk_lpc[0], history[0], levels, chunk_signal[0], chunk_teacher_signal[0],
+               use_lpc, log1p_mu)
         if two_threads:
             state.previous[0] = fused.run_utterance_two_threads(
                 *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy,
                 chunk_teacher[0], teacher is not None, state.queues[0], state.position, int(state.previous[0]),
-                chunk_samples[0], chunk_logits[0], return_logits)
+                chunk_samples[0], chunk_logits[0], return_logits, *one)
         elif lane_blocks is not None:
             fused.run_lane_blocks(
                 lane_blocks, *weights.arguments(), chunk_conditioning, constant, chunk_uniforms, inv_temperature,
                 greedy, chunk_teacher, teacher is not None, state.queues, state.position, state.previous, chunk_samples,
-                chunk_logits, return_logits)
+                chunk_logits, return_logits, *synthesis)
         else:
             state.previous[0] = fused.run_utterance(
                 *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy,
                 chunk_teacher[0], teacher is not None, state.queues[0], state.position, int(state.previous[0]),
-                chunk_samples[0], chunk_logits[0], return_logits)
+                chunk_samples[0], chunk_logits[0], return_logits, *one)
         chooser.record(two_threads, length, time.perf_counter() - began)
         state.position = stop
         samples[:, start:stop] = torch.from_numpy(chunk_samples)
+        if signal is not None:
+            signal[:, start:stop] = torch.from_numpy(chunk_signal)
         if logits_out is not None:
             logits_out[:, :, start:stop] = torch.from_numpy(chunk_logits).transpose(1, 2)
         if progress is not None:
             progress(stop)
         start = stop
-    return GenerationOutput(samples=samples.to(conditioning.device), logits=logits_out)
+    return GenerationOutput(samples=samples.to(conditioning.device), logits=logits_out,
+                            signal=None if signal is None else signal.to(conditioning.device))
 
 
 def _lane_constant(constant: np.ndarray, starts: np.ndarray, lanes: int) -> np.ndarray:

@@ -217,6 +217,41 @@ def _sample(logits, cdf, work, uniform, inv_temperature, greedy):
     return low
 
 
+# ------------------------------------------------------------------ LPC synthesis (source-filter decoders)
+#
+# Compiled without 'contract' and called, not numba-inlined, so that no product is fused into an FMA:
+# the arithmetic is then exactly that of the PyTorch path (audio_vqvae.generation.engine._Synthesis),
+# float64 throughout, the prediction summed in coefficient order.
+
+
+@njit(error_model="numpy")
+def _mu_law_class(x, mu, log1p_mu):
+    """``audio_vqvae.mulaw.mu_law_encode`` of one float64, in the same operations."""
+    x = min(max(x, -1.0), 1.0)
+    companded = math.copysign(math.log1p(mu * abs(x)), x) / log1p_mu
+    return np.int64((companded + 1.0) / 2.0 * mu + 0.5)
+
+
+@njit(error_model="numpy")
+def _lpc_prediction(coefficients, history):
+    """``p = Σ_i c_i s[t − i]``, clamped to [-1, 1]; ``history`` holds s[t − 1], s[t − 2], ..."""
+    p = coefficients[0] * history[0]
+    for i in range(1, history.shape[0]):
+        p = p + coefficients[i] * history[i]
+    return min(max(p, -1.0), 1.0)
+
+
+@njit(error_model="numpy")
+def _lpc_advance(prediction, drawn, levels, history, fed_teacher, use_teacher):
+    """The new sample ``p + e`` (float32) and, after ``history`` has moved on by the sample fed, the fed value."""
+    value = np.float32(min(max(prediction + levels[drawn], -1.0), 1.0))
+    fed = fed_teacher if use_teacher else value
+    for i in range(history.shape[0] - 1, 0, -1):
+        history[i] = history[i - 1]
+    history[0] = np.float64(fed)
+    return value, np.float64(fed)
+
+
 # ------------------------------------------------------------------ one utterance, one or two threads
 #
 # Inner loops always start at index 0 of a block-major axis: an offset index (``start + g``) makes
@@ -227,8 +262,14 @@ def _sample(logits, cdf, work, uniform, inv_temperature, greedy):
 def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
                       audio, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias,
                       dilations, offsets, biases, uniforms, inv_temperature, greedy,
-                      teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+                      teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits,
+                      prediction_embedding, lpc, history, levels, signal_out, teacher_signal, use_lpc, log1p_mu):
     """Run ``biases.shape[0]`` steps of one utterance; returns the sample to feed next.
+
+    With ``use_lpc`` (a source-filter decoder): ``lpc`` (T, M) float64 prediction coefficients,
+    ``history`` (M,) float64 the last samples (this thread's state), ``levels`` (Q,) float64 the
+    value of every μ-law class; each step adds the embedded class of the prediction to the input,
+    draws the excitation and writes ``p + e`` to ``signal_out`` (T,) float32 (or feeds ``teacher_signal``).
 
     ``biases`` (T, L, 2, 2W) are the gates' conditioning part from :func:`conditioning_biases`: the
     products below go on from them over the rows of the audio inputs, ``audio`` (2, L, 2R, 2W):
@@ -268,10 +309,17 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
     flat_logits = logits.reshape(2 * half_classes)
     count = 0
     sample = previous
+    mu = levels.shape[0] - 1
+    prediction = 0.0
     for t in range(biases.shape[0]):
         step = position + t
         for r in range(channels):
             inputs[channels + r] = embedding[sample, r]
+        if use_lpc:
+            prediction = _lpc_prediction(lpc[t], history)
+            predicted = _mu_law_class(prediction, mu, log1p_mu)
+            for r in range(channels):
+                inputs[channels + r] = inputs[channels + r] + prediction_embedding[predicted, r]
         skips[:] = _ZERO
         for layer in range(layers):
             slot = offsets[layer] + step % dilations[layer]
@@ -336,7 +384,13 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
             samples[t] = drawn
         # No barrier here: the other thread's next writes to `logits`, `hidden` and `skip_out` come
         # after barriers that this thread reaches only once it has read them.
-        sample = teacher[t] if use_teacher else drawn
+        if use_lpc:
+            value, fed = _lpc_advance(prediction, drawn, levels, history, teacher_signal[t], use_teacher)
+            if thread == 0:
+                signal_out[t] = value
+            sample = _mu_law_class(fed, mu, log1p_mu)
+        else:
+            sample = teacher[t] if use_teacher else drawn
     return sample
 
 
@@ -353,39 +407,46 @@ def _shared_buffers(residual, skip, out1, out2):
 @_jit(parallel=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 def run_utterance_two_threads(audio, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
                               out2_bias, dilations, offsets, biases, uniforms, inv_temperature, greedy,
-                              teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+                              teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits,
+                              prediction_embedding, lpc, history, levels, signal_out, teacher_signal, use_lpc,
+                              log1p_mu):
     """One utterance on two threads (which wait for each other: needs two numba threads).
 
     Args: biases (T, L, 2, 2W) float32 from :func:`conditioning_biases`, uniforms (T,) float64, teacher
     (T,) int64, queues (slots, R) float32 (the state, updated in place), previous (the sample fed
-    first), samples (T,) int64 and logits_out (T, Q) float32 (written; logits only if ``save_logits``).
-    Returns the sample to feed next.
+    first), samples (T,) int64 and logits_out (T, Q) float32 (written; logits only if ``save_logits``);
+    the LPC arguments as :func:`_utterance_worker` (``history`` updated in place). Returns the sample to feed next.
     """
     flags = np.zeros(2 * _FLAG_STRIDE, np.int64)
     parts, skips, hidden, logits = _shared_buffers(residual, skip, out1, out2)
     second_queues = queues.copy()
+    second_history = history.copy()
     last = np.empty(2, np.int64)
     for thread in prange(2):
         own_queues = queues if thread == 0 else second_queues
+        own_history = history if thread == 0 else second_history
         last[thread] = _utterance_worker(
             thread, 2, flags, parts, skips, hidden, logits, audio, residual, residual_bias, skip, skip_bias,
             embedding, out1, out1_bias, out2, out2_bias, dilations, offsets, biases, uniforms,
             inv_temperature, greedy, teacher, use_teacher, own_queues, position, previous, samples, logits_out,
-            save_logits)
+            save_logits, prediction_embedding, lpc, own_history, levels, signal_out, teacher_signal, use_lpc,
+            log1p_mu)
     return last[0]
 
 
 @_jit(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def run_utterance(audio, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias,
                   dilations, offsets, biases, uniforms, inv_temperature, greedy,
-                  teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+                  teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits,
+                  prediction_embedding, lpc, history, levels, signal_out, teacher_signal, use_lpc, log1p_mu):
     """One utterance on one thread; arguments as :func:`run_utterance_two_threads`."""
     flags = np.zeros(1, np.int64)
     parts, skips, hidden, logits = _shared_buffers(residual, skip, out1, out2)
     return _utterance_worker(0, 1, flags, parts, skips, hidden, logits, audio, residual, residual_bias, skip,
                              skip_bias, embedding, out1, out1_bias, out2, out2_bias, dilations, offsets, biases,
                              uniforms, inv_temperature, greedy, teacher, use_teacher, queues, position, previous,
-                             samples, logits_out, save_logits)
+                             samples, logits_out, save_logits, prediction_embedding, lpc, history, levels,
+                             signal_out, teacher_signal, use_lpc, log1p_mu)
 
 
 @_jit(parallel=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
@@ -608,10 +669,12 @@ def _row_product(x, x_start, inputs, weights, w_start, stride, outputs, out, out
 @njit(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias,
                        out2, out2_bias, dilations, offsets, conditioning, constant, uniforms, inv_temperature, greedy,
-                       teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+                       teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits,
+                       prediction_embedding, lpc, history, levels, signal_out, teacher_signal, use_lpc, log1p_mu):
     """Utterances ``first .. first + count - 1`` (count <= LANES) as one block of lanes; lanes past
     ``count`` compute on zeros and are never read. ``queues`` is this block's (slots, R, LANES) state,
-    ``constant`` its (L, 4W, LANES) gate starting values."""
+    ``constant`` its (L, 4W, LANES) gate starting values. The LPC arguments are those of
+    :func:`_utterance_worker` with a batch axis first (``history`` (B, M), updated in place)."""
     layers, rows, _, width2 = dilated.shape
     channels = residual.shape[3]
     conditioning_channels = conditioning.shape[2]
@@ -648,6 +711,9 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
     cdf = np.empty(class_size, np.float64)
     work = np.empty(class_size, np.float64)
     current = np.zeros(LANES, np.int64)
+    predicted = np.zeros(LANES, np.int64)  # the class of each lane's prediction (0 for unused lanes)
+    predictions = np.zeros(LANES, np.float64)
+    mu = levels.shape[0] - 1
     for b in range(count):
         current[b] = previous[first + b]
     for t in range(steps):
@@ -658,6 +724,13 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
         for r in range(channels):
             for b in range(LANES):
                 inputs[current_at + r * LANES + b] = embedding[current[b], r]
+        if use_lpc:
+            for b in range(count):
+                predictions[b] = _lpc_prediction(lpc[first + b, t], history[first + b])
+                predicted[b] = _mu_law_class(predictions[b], mu, log1p_mu)
+                for r in range(channels):
+                    k = current_at + r * LANES + b
+                    inputs[k] = inputs[k] + prediction_embedding[predicted[b], r]
         skips[:] = _ZERO
         for layer in range(layers):
             slot = (offsets[layer] + step % dilations[layer]) * lane_row
@@ -713,7 +786,13 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
                     logits_out[first + b, t, q] = lane_logits[q]
             drawn = _sample(lane_logits, cdf, work, uniforms[first + b, t], inv_temperature, greedy)
             samples[first + b, t] = drawn
-            current[b] = teacher[first + b, t] if use_teacher else drawn
+            if use_lpc:
+                value, fed = _lpc_advance(predictions[b], drawn, levels, history[first + b],
+                                          teacher_signal[first + b, t], use_teacher)
+                signal_out[first + b, t] = value
+                current[b] = _mu_law_class(fed, mu, log1p_mu)
+            else:
+                current[b] = teacher[first + b, t] if use_teacher else drawn
     for b in range(count):
         previous[first + b] = current[b]
 
@@ -721,7 +800,8 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
 @_jit(parallel=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 def run_lane_blocks(starts, dilated, residual, residual_bias, skip, skip_bias, embedding, out1, out1_bias, out2,
                     out2_bias, dilations, offsets, conditioning, constant, uniforms, inv_temperature, greedy,
-                    teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits):
+                    teacher, use_teacher, queues, position, previous, samples, logits_out, save_logits,
+                    prediction_embedding, lpc, history, levels, signal_out, teacher_signal, use_lpc, log1p_mu):
     """B utterances in blocks of at most LANES, block k = utterances ``starts[k] .. starts[k+1] - 1``,
     blocks spread over the threads (which never wait for each other).
 
@@ -733,7 +813,8 @@ def run_lane_blocks(starts, dilated, residual, residual_bias, skip, skip_bias, e
         _lane_block_worker(starts[block], starts[block + 1] - starts[block], dilated, residual, residual_bias,
                            skip, skip_bias, embedding, out1, out1_bias, out2, out2_bias, dilations, offsets,
                            conditioning, constant[block], uniforms, inv_temperature, greedy, teacher, use_teacher,
-                           queues[block], position, previous, samples, logits_out, save_logits)
+                           queues[block], position, previous, samples, logits_out, save_logits,
+                           prediction_embedding, lpc, history, levels, signal_out, teacher_signal, use_lpc, log1p_mu)
 
 
 # ------------------------------------------------------------------ weights in kernel layout

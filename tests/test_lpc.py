@@ -1,0 +1,190 @@
+"""The source-filter decoder (decoder.lpc_order, audio_vqvae.lpc): filter math against known filters, the
+model's teacher-forced pass against its generation, and the fused kernels against the PyTorch path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import solve_toeplitz
+from scipy.signal import lfilter
+
+from audio_vqvae.config import ConfigError, EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.generation.engine import generate
+from audio_vqvae.lpc import (
+    frame_autocorrelation,
+    frame_reflections,
+    levinson,
+    per_sample,
+    predict,
+    prediction_coefficients,
+    reflections_from,
+)
+from audio_vqvae.model import VQVAE
+from audio_vqvae.mulaw import mu_law_encode
+
+RATE = 8000
+
+
+def test_step_up_recursion_matches_hand_computed_coefficients():
+    k = torch.tensor([0.5, -0.25, 0.1], dtype=torch.float64)
+    # a(1) = [0.5]; a(2) = [0.5 - 0.25 * 0.5, -0.25]; a(3) = [0.375 + 0.1 * -0.25, -0.25 + 0.1 * 0.375, 0.1]
+    expected = -torch.tensor([0.35, -0.2125, 0.1], dtype=torch.float64)
+    assert torch.allclose(prediction_coefficients(k), expected, atol=1e-15)
+
+
+def test_levinson_solves_the_normal_equations_and_round_trips_through_reflections():
+    rng = np.random.default_rng(0)
+    r = np.correlate(x := rng.standard_normal(400), x, "full")[399:399 + 9]  # a valid autocorrelation
+    reflections = levinson(torch.from_numpy(r))
+    assert reflections.abs().max() < 1  # a stable filter
+    # The prediction coefficients minimise the prediction error: R c = r[1:].
+    assert np.allclose(prediction_coefficients(reflections).numpy(), solve_toeplitz(r[:-1], r[1:]), atol=1e-10)
+
+
+def test_the_analysis_recovers_a_known_all_pole_filter():
+    # An AR(2) resonance at 500 Hz (pole radius 0.95) driven by white noise: the frames' estimates scatter
+    # around it (a 32 ms window of noise), their median on it.
+    radius, angle = 0.95, 2 * np.pi * 500 / RATE
+    true = np.array([2 * radius * np.cos(angle), -radius**2])  # s[t] = c1 s[t-1] + c2 s[t-2] + e[t]
+    noise = np.random.default_rng(1).standard_normal(64 * 40) * 0.01
+    signal = torch.from_numpy(lfilter([1.0], [1.0, -true[0], -true[1]], noise)).unsqueeze(0)
+    estimated = prediction_coefficients(frame_reflections(signal, 64, 2, RATE))[0, 4:-4]  # away from the edges
+    error = np.abs(estimated.numpy() - true)
+    assert np.median(error, axis=0).max() < 0.03 and error.max() < 0.15
+    # ... and with the true filter the prediction error is exactly the driving noise.
+    coefficients = torch.from_numpy(true).expand(1, signal.shape[1], 2)
+    assert torch.allclose(signal[0] - predict(signal, coefficients)[0], torch.from_numpy(noise), atol=1e-12)
+
+
+def test_frames_are_centred_and_silence_is_not_singular():
+    lags = frame_autocorrelation(torch.zeros(1, 256), 64, 4, RATE)
+    assert lags.shape == (1, 4, 5) and torch.all(lags[..., 0] > 0)
+    assert torch.all(levinson(lags) == 0)
+    # A click at the centre of frame 2 weighs most in frame 2's window.
+    click = torch.zeros(1, 256)
+    click[0, 2 * 64 + 32] = 1.0
+    energy = frame_autocorrelation(click, 64, 1, RATE)[0, :, 0]
+    assert int(energy.argmax()) == 2
+
+
+def test_prediction_uses_only_the_past_and_the_frame_coefficients():
+    signal = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    coefficients = per_sample(torch.tensor([[[0.5, 0.25], [1.0, -1.0]]], dtype=torch.float64), 2, 4)
+    # t=0: nothing before; t=1: 0.5*1; t=2 (frame 1): 1*2 - 1*1; t=3: 1*3 - 1*2
+    assert predict(signal, coefficients).tolist() == [[0.0, 0.5, 1.0, 1.0]]
+
+
+def test_predicted_filters_are_stable():
+    assert reflections_from(torch.tensor([1e6, -1e6])).abs().max() < 1  # however large the network's output
+    raw = torch.randn(500, 12) * 1.5  # |k| mostly below 0.95, where np.roots is accurate
+    for c in prediction_coefficients(reflections_from(raw).double()).numpy():
+        assert np.abs(np.roots(np.concatenate([[1.0], -c]))).max() < 1  # poles of 1 / A(z) inside the unit circle
+
+
+def lpc_model(order: int = 6, harmonics: int = 0) -> VQVAE:
+    config = ModelConfig(
+        sample_rate=RATE, num_speakers=3,
+        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
+        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
+        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
+                              conditioning_channels=4, speaker_dim=4, lpc_order=order,
+                              excitation_harmonics=harmonics))
+    torch.manual_seed(0)
+    model = VQVAE(config).eval()
+    with torch.no_grad():  # strong envelopes, so that the prediction matters to every sample
+        model.decoder.envelope.output.bias.copy_(torch.linspace(1.5, -0.5, order))
+    return model
+
+
+def test_config_and_the_paper_model():
+    with pytest.raises(ConfigError, match="lpc_order"):
+        WaveNetConfig(lpc_order=-1).validate()
+    with pytest.raises(ConfigError, match="lpc_weight"):
+        WaveNetConfig(lpc_weight=float("nan")).validate()
+    paper = ModelConfig.preset("paper")
+    paper.num_speakers = 2
+    model = VQVAE(paper)
+    assert model.decoder.envelope is None and model.decoder.prediction_embedding is None and not model.source_filter
+    assert not any(name.startswith(("decoder.envelope", "decoder.prediction")) for name in model.state_dict())
+
+
+def test_training_pass_models_the_excitation_and_trains_the_envelope():
+    model = lpc_model().train()
+    audio = torch.from_numpy(lfilter([1.0], [1.0, -1.6, 0.8], np.random.default_rng(2).standard_normal((2, 400)))
+                             * 0.02).float()
+    out = model(audio, torch.tensor([0, 2]))
+    assert out.envelope > 0 and torch.isclose(out.loss, out.reconstruction + out.quantizer + out.envelope)
+    # The targets are the excitation's classes: not the signal's.
+    assert not torch.equal(out.targets, model.targets(audio))
+    out.loss.backward()
+    assert model.decoder.envelope.output.weight.grad.abs().sum() > 0
+    assert sum(float(p.grad.abs().sum()) for p in model.encoder.parameters() if p.grad is not None) > 0
+
+
+def test_greedy_generation_equals_the_teacher_forced_argmax():
+    model = lpc_model()
+    codes = torch.randint(0, 16, (2, 30))
+    speaker = torch.tensor([2, 0])
+    conditioning, lpc = model.decoder_inputs(codes, speaker)
+    greedy = generate(model.decoder, conditioning, speaker, temperature=0, lpc=lpc, method="torch")
+    teacher_forced = model(greedy.signal, speaker, codes=codes)
+    assert torch.equal(teacher_forced.logits.argmax(dim=1), greedy.samples)
+    # The synthesised signal is the prediction plus the drawn excitation, sample by sample.
+    assert torch.equal(teacher_forced.targets, greedy.samples)
+
+
+def test_teacher_forced_logits_are_causal():
+    model = lpc_model()
+    codes = torch.randint(0, 16, (1, 20))
+    audio = torch.rand(1, 160) * 0.2 - 0.1
+    changed = audio.clone()
+    changed[0, 100:] = 0.05
+    first = model(audio, torch.tensor([1]), codes=codes).logits
+    second = model(changed, torch.tensor([1]), codes=codes).logits
+    assert torch.equal(first[..., :101], second[..., :101])  # sample 100 is only an input from position 101
+    assert not torch.allclose(first[..., 101:], second[..., 101:])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0], ids=["sampled", "greedy"])
+def test_fused_equals_torch_and_a_batch_equals_its_utterances(temperature, one_thread):
+    model = lpc_model(harmonics=0)
+    codes = torch.randint(0, 16, (3, 90))  # 720 samples: one utterance runs both the two- and one-thread kernels
+    speaker = torch.tensor([0, 2, 1])
+    conditioning, lpc = model.decoder_inputs(codes, speaker)
+    seeds = [4, 5, 6]
+    fused = generate(model.decoder, conditioning, speaker, temperature=temperature, seeds=seeds, lpc=lpc,
+                     method="fused")
+    reference = generate(model.decoder, conditioning[:2], speaker[:2], temperature=temperature, seeds=seeds[:2],
+                         lpc=lpc[:2], method="torch")
+    assert torch.equal(fused.samples[:2], reference.samples) and torch.equal(fused.signal[:2], reference.signal)
+    for b in range(3):
+        alone = generate(model.decoder, conditioning[b:b + 1], speaker[b:b + 1], temperature=temperature,
+                         seeds=[seeds[b]], lpc=lpc[b:b + 1], method="fused")
+        assert torch.equal(alone.signal[0], fused.signal[b]), f"utterance {b}"
+    # Fed its own output as the teacher, generation draws the same excitation again.
+    again = generate(model.decoder, conditioning, speaker, temperature=temperature, seeds=seeds, lpc=lpc,
+                     method="fused", teacher=fused.signal)
+    assert torch.equal(again.samples, fused.samples)
+
+
+def test_decode_with_lengths_and_pitch_and_the_bad_calls():
+    from audio_vqvae.pitch import generation_pitch
+
+    model = lpc_model(harmonics=2)
+    codes = torch.randint(0, 16, (2, 20))  # hop 8: 160 samples
+    speaker = torch.tensor([1, 2])
+    pitch = torch.from_numpy(np.stack([generation_pitch(np.full(8, 150.0, np.float32), RATE, 80, 80)] * 2))
+    pitch = torch.cat([pitch, pitch], dim=2)  # 160 samples
+    audio = model.decode(codes, speaker, seeds=[1, 2], pitch=pitch, lengths=[160, 72])
+    assert audio.shape == (2, 160) and torch.all(audio[1, 72:] == 0) and audio[1, :72].abs().max() > 0
+    # The shorter utterance is what it is alone.
+    alone = model.decode(codes[1:, :9], speaker[1:], seeds=[2], pitch=pitch[1:, :, :72], lengths=[72])
+    assert torch.equal(alone[0], audio[1, :72])
+    with pytest.raises(ValueError, match="lengths"):
+        model.decode(codes, speaker, pitch=pitch, lengths=[161, 10])
+    conditioning, _ = model.decoder_inputs(codes, speaker, pitch=pitch)
+    with pytest.raises(ValueError, match="prediction coefficients"):
+        generate(model.decoder, conditioning, speaker)
+    with pytest.raises(ValueError, match="excitation"):
+        model.waveform(mu_law_encode(torch.zeros(2, 160)))
