@@ -89,12 +89,15 @@ class EncoderConfig(_Config):
 class QuantizerConfig(_Config):
     """Codebook of ``num_codes`` vectors of size ``code_dim`` (van den Oord et al. 2017, Sec. 3.1).
 
-    ``update="ema"`` uses the exponential-moving-average codebook of the paper's appendix;
+    ``kind`` names the quantizer class in :data:`audio_vqvae.quantizer.QUANTIZERS` (``"vq"``: the
+    paper's :class:`~audio_vqvae.quantizer.VectorQuantizer`; a config without the key, e.g. in an older
+    checkpoint, gets it). ``update="ema"`` uses the exponential-moving-average codebook of the paper's appendix;
     ``"grad"`` learns it with the codebook loss. ``dead_code_steps`` restarts codes unused for that
     many training steps from recent encoder outputs (0 turns restarts off); ``data_init`` initialises
     the codebook from the first training batch.
     """
 
+    kind: str = "vq"
     num_codes: int = 512
     code_dim: int = 64
     update: Literal["ema", "grad"] = "ema"
@@ -105,6 +108,12 @@ class QuantizerConfig(_Config):
     dead_code_steps: int = 50
 
     def validate(self) -> None:
+        # The registry lives with the classes, so that adding a quantizer touches quantizer.py alone; imported
+        # here, not at the top, because quantizer.py imports this module.
+        from audio_vqvae.quantizer import QUANTIZERS
+
+        if self.kind not in QUANTIZERS:
+            raise ConfigError(f"quantizer.kind must be one of {', '.join(map(repr, QUANTIZERS))}, got {self.kind!r}")
         _require_positive(self, "num_codes")
         _require_positive(self, "code_dim")
         if self.update not in ("ema", "grad"):
@@ -175,7 +184,13 @@ class WaveNetConfig(_Config):
 
 @dataclass
 class ModelConfig(_Config):
-    """The whole VQ-VAE: encoder, quantizer, WaveNet decoder and what ties them together."""
+    """The whole VQ-VAE: encoder, quantizer, WaveNet decoder and what ties them together.
+
+    A mapping read into it may name a bundled preset and hold only its differences from it
+    (``{"preset": "small", "sample_rate": 8000, "decoder": {"lpc_order": 12}}``): the preset's values,
+    overlaid key by key. ``preset`` is no field: ``to_dict`` (run directories, checkpoints) writes the
+    resolved values, so a run directory or checkpoint reads the same after a preset changes.
+    """
 
     sample_rate: int = 16000
     num_speakers: int = 1
@@ -346,6 +361,8 @@ def _to_plain(value: Any) -> Any:
 def _from_plain(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    if cls is ModelConfig and "preset" in data:
+        data = _with_preset(data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -354,6 +371,27 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
                           f"known: {', '.join(sorted(names))}")
     kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
     return cls(**kwargs)
+
+
+def _with_preset(data: dict, where: str) -> dict:
+    """A model mapping that names ``preset``: the preset's values, overlaid by the mapping's other keys."""
+    name = data["preset"]
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.preset: expected a preset name, got {name!r}")
+    try:
+        resolved = ModelConfig.preset(name).to_dict()
+    except ConfigError as err:
+        raise ConfigError(f"{where}.preset: {err}") from None
+    return _overlay(resolved, {key: value for key, value in data.items() if key != "preset"})
+
+
+def _overlay(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied; nested mappings are merged key by key, not replaced."""
+    merged = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _overlay(base[key], value) if nested else value
+    return merged
 
 
 def _coerce(annotation: Any, value: Any, where: str) -> Any:

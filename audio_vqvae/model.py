@@ -26,7 +26,7 @@ from audio_vqvae.encoder import Encoder
 from audio_vqvae.lpc import envelope_loss, per_sample, predict, prediction_coefficients, reflections_from
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.pitch import excitation
-from audio_vqvae.quantizer import VectorQuantizer, time_jitter
+from audio_vqvae.quantizer import make_quantizer, time_jitter
 from audio_vqvae.wavenet import WaveNet
 
 
@@ -80,7 +80,7 @@ class VQVAE(nn.Module):
             {"id": i, "name": f"speaker{i}"} for i in range(config.num_speakers)]
         self.hop_length = config.hop_length
         self.encoder = Encoder(config.encoder, config.quantizer.code_dim)
-        self.quantizer = VectorQuantizer.from_config(config.quantizer)
+        self.quantizer = make_quantizer(config.quantizer)
         self.decoder = WaveNet(config.decoder, config.num_speakers, config.quantizer.code_dim,
                                config.encoder.strides[::-1])
 

@@ -1,18 +1,24 @@
 """Vector quantisation with a straight-through estimator (van den Oord et al. 2017, "Neural Discrete
 Representation Learning", Sec. 3.1 and Appendix A.1), plus time-jitter (Chorowski et al. 2019).
 
+The model builds its quantizer with :func:`make_quantizer`, which picks the class that
+``quantizer.kind`` names in :data:`QUANTIZERS`; ``@register_quantizer("name")`` adds one
+(docs/extending.md, "Adding a quantizer").
+
 Example:
     >>> import torch
     >>> vq = VectorQuantizer(num_codes=32, code_dim=8)
     >>> out = vq(torch.randn(2, 8, 50))
     >>> out.quantized.shape, out.codes.shape, vq.codebook.shape
     (torch.Size([2, 8, 50]), torch.Size([2, 50]), torch.Size([32, 8]))
+    >>> type(make_quantizer(QuantizerConfig(kind="vq", num_codes=32, code_dim=8))).__name__
+    'VectorQuantizer'
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -46,10 +52,40 @@ class QuantizerOutput:
     codes_used: torch.Tensor
 
 
+QUANTIZERS: dict[str, type[nn.Module]] = {}
+"""``quantizer.kind`` -> quantizer class, filled by :func:`register_quantizer`."""
+
+Q = TypeVar("Q", bound=type[nn.Module])
+
+
+def register_quantizer(kind: str) -> Callable[[Q], Q]:
+    """Class decorator: ``quantizer.kind: <kind>`` builds this class with its ``from_config(QuantizerConfig)``.
+
+    A quantizer maps Tensor[B x D x T] latents (``D = code_dim``) to codes in ``[0, num_codes)`` and provides
+    ``forward(latents) -> QuantizerOutput`` (training and teacher-forced passes), ``encode(latents) ->
+    LongTensor[B x T]`` (never changes a buffer) and ``lookup(codes) -> Tensor[B x D x T]`` (generation).
+    """
+
+    def register(cls: Q) -> Q:
+        if kind in QUANTIZERS:
+            raise ValueError(f"quantizer kind {kind!r} is already registered ({QUANTIZERS[kind].__name__})")
+        QUANTIZERS[kind] = cls
+        return cls
+
+    return register
+
+
+def make_quantizer(config: QuantizerConfig) -> nn.Module:
+    """The quantizer ``config.kind`` names, built from ``config`` (validated first)."""
+    config.validate()
+    return QUANTIZERS[config.kind].from_config(config)
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@register_quantizer("vq")
 class VectorQuantizer(nn.Module):
     """Nearest-neighbour codebook lookup, Tensor[B x D x T] -> codes LongTensor[B x T].
 

@@ -47,3 +47,19 @@ def test_a_shipped_name_without_its_file_is_one_clear_error(tmp_path, monkeypatc
         load_model("demo")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_model("nonexistent.pt")
+
+
+def test_a_checkpoint_written_before_quantizer_kind_and_presets_loads_as_the_same_model(tmp_path):
+    """Checkpoint configs are resolved plain data: one without ``quantizer.kind`` (older than the quantizer
+    factory) and without ``preset`` (never written) loads, with the default kind, to the same weights."""
+    model = tiny_model()
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, model)
+    payload = torch.load(path, weights_only=True)
+    assert payload["config"]["quantizer"].pop("kind") == "vq" and "preset" not in payload["config"]
+    torch.save(payload, path)
+    loaded = load_model(path)
+    assert loaded.config == model.config and loaded.config.quantizer.kind == "vq"
+    assert type(loaded.quantizer) is type(model.quantizer)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from audio_vqvae.config import QuantizerConfig
-from audio_vqvae.quantizer import VectorQuantizer, time_jitter
+from audio_vqvae.config import ConfigError, QuantizerConfig
+from audio_vqvae.quantizer import QUANTIZERS, VectorQuantizer, make_quantizer, register_quantizer, time_jitter
 
 
 def make(update="ema", **kwargs):
@@ -159,6 +159,23 @@ def test_from_config_and_bad_update():
         VectorQuantizer(4, 2, update="kmeans")
     with pytest.raises(ValueError, match=r"\(B, 2, T\)"):
         VectorQuantizer(4, 2)(torch.randn(1, 3, 5))
+
+
+def test_the_config_kind_picks_the_class_through_one_factory():
+    config = QuantizerConfig(num_codes=32, code_dim=8)
+    assert config.kind == "vq" and QUANTIZERS["vq"] is VectorQuantizer
+    torch.manual_seed(0)
+    built = make_quantizer(config)
+    torch.manual_seed(0)
+    direct = VectorQuantizer.from_config(config)  # what the model built before the factory: the same, bit for bit
+    assert type(built) is VectorQuantizer and built.state_dict().keys() == direct.state_dict().keys()
+    assert all(torch.equal(tensor, direct.state_dict()[name]) for name, tensor in built.state_dict().items())
+    with pytest.raises(ConfigError, match="quantizer.kind must be one of 'vq', got 'fsq'"):
+        make_quantizer(QuantizerConfig(kind="fsq"))
+    with pytest.raises(ConfigError, match="kind: expected a string"):
+        QuantizerConfig.from_dict({"kind": 3})
+    with pytest.raises(ValueError, match="'vq' is already registered"):
+        register_quantizer("vq")(VectorQuantizer)
 
 
 def test_time_jitter_replaces_frames_by_neighbours():

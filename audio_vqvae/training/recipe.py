@@ -1,7 +1,8 @@
 """The command line shared by the recipe scripts (``recipes/<corpus>/train.py``).
 
 A recipe is a folder with ``train.py`` (three lines calling :func:`main`) and ``conf/*.yaml``
-(complete :class:`~audio_vqvae.config.ExperimentConfig` files)::
+(:class:`~audio_vqvae.config.ExperimentConfig` files whose ``model`` section names a preset and holds
+only its differences, ``model: {preset: small, sample_rate: 8000}``; see :class:`~audio_vqvae.config.ModelConfig`)::
 
     python recipes/vctk/train.py                                   # conf/paper.yaml, corpus at the default path
     python recipes/vctk/train.py --config recipes/vctk/conf/small.yaml --data-root /data/VCTK-Corpus-0.92
