@@ -1,6 +1,7 @@
 """WaveNet decoder (van den Oord et al. 2016) with local conditioning on upsampled codes and global
-conditioning on a speaker embedding, plus incremental generation with per-layer queues
-(Paine et al. 2016, "Fast Wavenet Generation Algorithm").
+conditioning on a speaker embedding, plus the one-step update of incremental generation with per-layer
+queues (Paine et al. 2016, "Fast Wavenet Generation Algorithm"), which :mod:`audio_vqvae.generation.engine`
+runs.
 
 Layout is (B, C, T) everywhere; during generation a single time step is (B, C).
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -252,52 +253,3 @@ class WaveNet(nn.Module):
             x, skips = residual.squeeze(2), skips + skip.squeeze(2)
         state.position += 1
         return self.output(skips.unsqueeze(2)).squeeze(2)
-
-    @torch.no_grad()
-    def generate(self, conditioning: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,
-                 generator: Optional[torch.Generator] = None, teacher: Optional[torch.Tensor] = None,
-                 return_logits: bool = False,
-                 progress: Optional[Callable[[int], None]] = None) -> GenerationOutput:
-        """Generate one sample at a time (reference PyTorch implementation).
-
-        Everything that does not depend on the previous sample (conditioning and speaker projections
-        for all steps) is computed once, in parallel, before the sample loop.
-
-        Args:
-            conditioning: Tensor[B x C x T] at the sample rate.
-            speaker: LongTensor[B].
-            temperature: softmax temperature; 0 means greedy (argmax).
-            generator: random generator for sampling.
-            teacher: optional LongTensor[B x T]; if given, the true previous sample is fed at every step
-                instead of the generated one (used to check incremental ≡ parallel).
-            return_logits: also return Tensor[B x Q x T] of the logits at every step.
-            progress: called with the number of steps done, every 1,000 steps.
-
-        Returns:
-            :class:`GenerationOutput`.
-        """
-        batch, _, steps = conditioning.shape
-        biases = torch.stack(self.layer_biases(conditioning, speaker), dim=0)  # (L, B, G, T)
-        biases = biases.permute(3, 0, 1, 2).contiguous()  # (T, L, B, G)
-        state = self.new_state(batch, conditioning.device, conditioning.dtype)
-        samples = torch.empty(batch, steps, dtype=torch.long, device=conditioning.device)
-        all_logits = conditioning.new_empty(batch, self.quantization_channels, steps) if return_logits else None
-        previous = torch.full((batch,), self.silence, dtype=torch.long, device=conditioning.device)
-        for t in range(steps):
-            logits = self.step(state, previous, biases[t])
-            samples[:, t] = sample_from_logits(logits, temperature, generator)
-            if all_logits is not None:
-                all_logits[:, :, t] = logits
-            previous = teacher[:, t] if teacher is not None else samples[:, t]
-            if progress is not None and (t + 1) % 1000 == 0:
-                progress(t + 1)
-        return GenerationOutput(samples=samples, logits=all_logits)
-
-
-def sample_from_logits(logits: torch.Tensor, temperature: float,
-                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Draw one class per row of Tensor[B x Q]; temperature 0 is greedy (argmax)."""
-    if temperature <= 0:
-        return logits.argmax(dim=1)
-    probabilities = torch.softmax(logits.float() / temperature, dim=1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)

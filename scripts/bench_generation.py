@@ -7,7 +7,7 @@
 
 import sys
 
-from audio_vqvae.cli import main
+from audio_vqvae.commands.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

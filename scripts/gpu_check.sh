@@ -129,7 +129,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from audio_vqvae.generation.bench import run_benchmark
+from audio_vqvae.commands.bench import run_benchmark
 
 # 0.2 s per utterance (3,200 steps) for the graph, 0.03 s for the eager reference: enough for a steady
 # rate, and the whole table in about a minute.

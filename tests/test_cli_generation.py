@@ -6,7 +6,7 @@ import soundfile
 import torch
 
 from audio_vqvae.checkpoint import save_checkpoint
-from audio_vqvae.cli import main
+from audio_vqvae.commands.main import main
 from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.model import VQVAE
 
@@ -161,7 +161,7 @@ def test_bench_runs_every_method_and_prints_the_table(checkpoint, capsys):
                "--reference-seconds", "0.01") == 0
     out = capsys.readouterr().out
     assert "| preset | method | batch | samples/s | × real time | vs PyTorch queue |" in out
-    assert out.count("fused (numba)") >= 2 + 2 and "pytorch-queue (WaveNet.generate)" in out
+    assert out.count("fused (numba)") >= 2 + 2 and "pytorch-queue (method torch)" in out
     assert "r9y9" in out
 
 
@@ -228,7 +228,7 @@ def test_pitch_model_refuses_unvoiced_only_input(pitch_checkpoint, tmp_path, cap
 
 def test_pitch_model_conversion_moves_f0_unless_kept(pitch_checkpoint, speech, tmp_path, monkeypatch):
     """The f0 a conversion speaks with: moved to the target's range, kept, or shifted, as asked."""
-    from audio_vqvae.generation import cli as generation_cli
+    from audio_vqvae.commands import generation as generation_cli
 
     spoken = []
     original = generation_cli.run_jobs

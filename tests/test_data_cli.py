@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from audio_vqvae.commands.data import register
 from audio_vqvae.data import PreparedCorpus
-from audio_vqvae.data.cli import register
 from audio_vqvae.errors import InputError
 
 import data_trees
@@ -48,8 +48,10 @@ def test_prepare_default_out_and_missing_root(tmp_path, monkeypatch, capsys):
 def test_demo_corpus_command(tmp_path, capsys, monkeypatch):
     import functools
 
-    from audio_vqvae.data import cli, demo
-    monkeypatch.setattr(cli, "make_demo_corpus",
+    from audio_vqvae.commands import data as data_commands
+    from audio_vqvae.data import demo
+
+    monkeypatch.setattr(data_commands, "make_demo_corpus",
                         functools.partial(demo.make_demo_corpus, shared_sentences=1, own_sentences=0))
     assert _run(["demo-corpus", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "VCTK-Corpus-0.92" / "demo.json").exists()

@@ -21,7 +21,7 @@ import soundfile
 import torch
 
 from audio_vqvae.checkpoint import save_checkpoint
-from audio_vqvae.cli import main as cli_main
+from audio_vqvae.commands.main import main as cli_main
 from audio_vqvae.config import EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.model import VQVAE
 

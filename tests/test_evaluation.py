@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from audio_vqvae.checkpoint import save_checkpoint
-from audio_vqvae.cli import main
+from audio_vqvae.commands.main import main
 from audio_vqvae.config import DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.data import prepare_corpus
 from audio_vqvae.evaluation.metrics import (

@@ -116,8 +116,8 @@ def test_method_fused_with_a_gpu_device_is_one_line_asking_for_device_cpu():
     """``--device`` defaults to the GPU where one is visible, so ``--method fused`` alone must say what to add."""
     import argparse
 
+    from audio_vqvae.commands.generation import _check_method
     from audio_vqvae.errors import InputError
-    from audio_vqvae.generation.cli import _check_method
 
     with pytest.raises(InputError, match="add --device cpu"):
         _check_method(argparse.Namespace(method="fused", device="cuda"))

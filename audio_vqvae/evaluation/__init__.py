@@ -4,7 +4,8 @@
   code-stream statistics;
 * :mod:`audio_vqvae.evaluation.speaker_id`: an independent speaker classifier;
 * :mod:`audio_vqvae.evaluation.evaluate`: ``evaluate(checkpoint, ...)`` and the report writers;
-* :mod:`audio_vqvae.evaluation.cli`: the ``audio-vqvae evaluate`` command.
+* :mod:`audio_vqvae.evaluation.units`: the codes as speech units (phone accuracy, ABX, speaker information);
+* the ``audio-vqvae evaluate`` command is :mod:`audio_vqvae.commands.evaluate`.
 
 Nothing is imported here, so that every ``audio-vqvae`` command starts without loading librosa.
 """

@@ -1,5 +1,6 @@
-"""Fast autoregressive generation (fused CPU kernels and the PyTorch path), the generation benchmark
-and the ``reconstruct``/``convert``/``encode``/``decode``/``speakers``/``bench`` commands."""
+"""Fast autoregressive generation: fused CPU kernels, the PyTorch path and its CUDA graph, behind one
+:func:`generate`. The commands that use it (``reconstruct``, ``convert``, ``bench``, ...) are in
+:mod:`audio_vqvae.commands`."""
 
 from audio_vqvae.generation.engine import (
                                            FusedState,

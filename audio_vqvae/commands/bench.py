@@ -1,4 +1,5 @@
-"""Generation benchmark: every method in one process, on the same weights, in samples/s and × real time.
+"""``audio-vqvae bench``: every generation method in one process, on the same weights, in samples/s and
+× real time.
 
 Speed does not depend on the weights' values, so the model is a randomly initialised WaveNet of the
 preset's shape unless a checkpoint is given. Run with ``audio-vqvae bench`` or
@@ -7,6 +8,7 @@ preset's shape unless a checkpoint is given. Run with ``audio-vqvae bench`` or
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import torch
 
 from audio_vqvae.config import ModelConfig
 from audio_vqvae.generation.engine import THREAD_PROBE_STEPS, fused_available, generate
+from audio_vqvae.options import POSITIVE_INT, POSITIVE_SECONDS, NumberList, device
 from audio_vqvae.wavenet import WaveNet
 
 R9Y9_SAMPLES_PER_SECOND = 234.0  # r9y9/wavenet_vocoder, SMALL shape, batch 1, 2 threads: quoted, not measured here
@@ -53,7 +56,7 @@ def _time(function: Callable[[], object], device: torch.device = torch.device("c
 def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: Sequence[int], seconds: float,
                      reference_seconds: float, log: Callable[[str], None] = print,
                      repeats: int = 3) -> list[BenchResult]:
-    """Time the PyTorch queue reference (:meth:`WaveNet.generate`) and the fast engine of the decoder's
+    """Time the PyTorch queue reference (the engine's ``method="torch"``) and the fast engine of the decoder's
     device (fused kernels on CPU, the CUDA graph on CUDA) at each batch size.
 
     Each measurement is the median of ``repeats`` runs (shared machines are noisy); the log line
@@ -64,7 +67,7 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
     results = []
     for batch in batches:
         speaker = torch.zeros(batch, dtype=torch.long, device=device)
-        methods = [("pytorch-queue (WaveNet.generate)", reference_seconds, None)]
+        methods = [("pytorch-queue (method torch)", reference_seconds, "torch")]
         if device.type == "cuda":
             methods.append(("cuda graph", seconds, "graph"))
         elif fused_available():
@@ -72,14 +75,11 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
         for name, duration, method in methods:
             steps = max(int(duration * sample_rate), 16)
             conditioning = torch.randn(batch, config.conditioning_channels, steps, device=device)
-            if method is None:
-                run = lambda: decoder.generate(conditioning, speaker,  # noqa: E731
-                                               generator=torch.Generator(device=device).manual_seed(0))
-            else:
+            if method != "torch":
                 # Compile / load the kernels: one utterance probes two threads, then one, THREAD_PROBE_STEPS each.
                 warm = conditioning[:, :, :2 * THREAD_PROBE_STEPS + 64]
                 generate(decoder, warm, speaker, seeds=range(batch), method=method)
-                run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method)  # noqa: E731
+            run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method)  # noqa: E731
             times = [_time(run, device) for _ in range(max(1, repeats))]
             result = BenchResult(preset, name, batch, batch * steps, statistics.median(times), sample_rate)
             spread = f", {batch * steps / max(times):,.0f}-{batch * steps / min(times):,.0f} over {len(times)} runs"
@@ -153,3 +153,31 @@ def run_benchmark(presets: Sequence[str] = ("small", "paper"), batches: Sequence
     log(f"external reference, not measured here: r9y9/wavenet_vocoder, SMALL shape, batch 1, 2 threads: "
         f"~{R9Y9_SAMPLES_PER_SECOND:.0f} samples/s ({R9Y9_SAMPLES_PER_SECOND / 16000:.3f}x real time at 16 kHz)")
     return results
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    run_benchmark(presets=presets, batches=args.batches, seconds=args.seconds, reference_seconds=args.reference_seconds,
+                  threads=args.threads, checkpoint=args.checkpoint, repeats=args.repeats, device=args.device)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``bench`` to the ``audio-vqvae`` parser."""
+    parser = subparsers.add_parser("bench", help="generation speed of every method, in samples/s and x real time")
+    parser.add_argument("--presets", default="small,paper", help="model presets, comma separated (default small,paper)")
+    batches = NumberList(POSITIVE_INT)
+    parser.add_argument("--batches", type=batches, default=[1, 16], help=f"batch sizes, {batches.range} (default 1,16)")
+    parser.add_argument("--seconds", type=POSITIVE_SECONDS, default=1.0,
+                        help=f"audio per utterance for the fused engine, {POSITIVE_SECONDS.range} (default 1)")
+    parser.add_argument("--reference-seconds", type=POSITIVE_SECONDS, default=0.1,
+                        help=f"audio per utterance for the slow PyTorch reference, {POSITIVE_SECONDS.range} "
+                             "(default 0.1)")
+    parser.add_argument("--threads", type=POSITIVE_INT, help=f"threads, {POSITIVE_INT.range} (default: all cores)")
+    parser.add_argument("--checkpoint", help="benchmark this checkpoint's decoder instead of the presets")
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=3,
+                        help=f"runs per measurement, {POSITIVE_INT.range}; the table holds the median (default 3)")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="where to generate: cpu (the default: the PyTorch reference and the fused kernels), "
+                             "cuda or cuda:<index> (the PyTorch reference and the CUDA graph), or auto")
+    parser.set_defaults(func=cmd_bench)

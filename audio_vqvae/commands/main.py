@@ -16,9 +16,10 @@ from audio_vqvae.errors import AudioVQVAEError
 from audio_vqvae.options import OneLineErrorParser
 
 COMMAND_MODULES = (
-    "audio_vqvae.data.cli",        # prepare, demo-corpus
-    "audio_vqvae.generation.cli",  # reconstruct, convert, encode, decode, speakers, bench
-    "audio_vqvae.evaluation.cli",  # evaluate
+    "audio_vqvae.commands.data",        # prepare, demo-corpus
+    "audio_vqvae.commands.generation",  # reconstruct, convert, encode, decode, speakers
+    "audio_vqvae.commands.bench",       # bench
+    "audio_vqvae.commands.evaluate",    # evaluate
 )
 
 

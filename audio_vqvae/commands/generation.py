@@ -1,4 +1,4 @@
-"""Sub-commands ``reconstruct``, ``convert``, ``encode``, ``decode``, ``speakers`` and ``bench``.
+"""Sub-commands ``reconstruct``, ``convert``, ``encode``, ``decode`` and ``speakers``.
 
 Speaker of the input (``reconstruct`` without ``--speaker``): the file name must start with a
 training speaker's name followed by ``_``, ``-`` or the end of the name (``p225_001.wav`` -> ``p225``);
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from audio_vqvae.errors import InputError
-from audio_vqvae.options import POSITIVE_INT, POSITIVE_SECONDS, SEED, TEMPERATURE, Number, NumberList, device
+from audio_vqvae.options import POSITIVE_INT, SEED, TEMPERATURE, Number, device
 
 # Four octaves either way covers any voice; beyond that the f0 leaves the range pitch tracking reports.
 PITCH_SHIFT = Number(float, minimum=-48.0, maximum=48.0)
@@ -384,15 +384,6 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from audio_vqvae.generation.bench import run_benchmark
-
-    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    run_benchmark(presets=presets, batches=args.batches, seconds=args.seconds, reference_seconds=args.reference_seconds,
-                  threads=args.threads, checkpoint=args.checkpoint, repeats=args.repeats, device=args.device)
-    return 0
-
-
 def register(subparsers) -> None:
     """Add the generation sub-commands to the ``audio-vqvae`` parser."""
     parser = subparsers.add_parser(
@@ -435,21 +426,3 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("speakers", help="list a checkpoint's speaker table")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
     parser.set_defaults(func=cmd_speakers)
-
-    parser = subparsers.add_parser("bench", help="generation speed of every method, in samples/s and x real time")
-    parser.add_argument("--presets", default="small,paper", help="model presets, comma separated (default small,paper)")
-    batches = NumberList(POSITIVE_INT)
-    parser.add_argument("--batches", type=batches, default=[1, 16], help=f"batch sizes, {batches.range} (default 1,16)")
-    parser.add_argument("--seconds", type=POSITIVE_SECONDS, default=1.0,
-                        help=f"audio per utterance for the fused engine, {POSITIVE_SECONDS.range} (default 1)")
-    parser.add_argument("--reference-seconds", type=POSITIVE_SECONDS, default=0.1,
-                        help=f"audio per utterance for the slow PyTorch reference, {POSITIVE_SECONDS.range} "
-                             "(default 0.1)")
-    parser.add_argument("--threads", type=POSITIVE_INT, help=f"threads, {POSITIVE_INT.range} (default: all cores)")
-    parser.add_argument("--checkpoint", help="benchmark this checkpoint's decoder instead of the presets")
-    parser.add_argument("--repeats", type=POSITIVE_INT, default=3,
-                        help=f"runs per measurement, {POSITIVE_INT.range}; the table holds the median (default 3)")
-    parser.add_argument("--device", type=device, default="cpu",
-                        help="where to generate: cpu (the default: the PyTorch reference and the fused kernels), "
-                             "cuda or cuda:<index> (the PyTorch reference and the CUDA graph), or auto")
-    parser.set_defaults(func=cmd_bench)
