@@ -1,7 +1,9 @@
 """Self-describing checkpoints: config as plain data, the speaker table and the weights.
 
 A checkpoint loads with ``torch.load(path, weights_only=True)``; :func:`load_model` rebuilds the
-model from the file alone.
+model from the file alone. A training run's checkpoints (``<run>/checkpoints/step-00001000.pt``) add
+the experiment config, the optimizer, scheduler and every rank's random states, from which
+:func:`load_training_state` continues exactly; they are listed, rotated and picked for a resume here too.
 
 Example:
     >>> import tempfile, torch
@@ -17,19 +19,26 @@ Example:
 from __future__ import annotations
 
 import pickle
+import random
+import re
 import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
+import numpy as np
 import torch
 
 from audio_vqvae.atomic import atomic_write
-from audio_vqvae.config import ConfigError, ModelConfig
-from audio_vqvae.errors import CheckpointError
+from audio_vqvae.config import ConfigError, ExperimentConfig, ModelConfig
+from audio_vqvae.errors import CheckpointError, InputError
 from audio_vqvae.model import VQVAE
 
 FORMAT = "audio-vqvae"
 VERSION = 1
+CHECKPOINT_DIR = "checkpoints"  # of a run directory
+_CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
@@ -127,3 +136,173 @@ def model_from_checkpoint(payload: dict, path: Union[str, Path],
         reason = str(err).splitlines()[0]
         raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({reason})") from None
     return model.to(map_location).eval()
+
+
+# ---------------------------------------------------------------------- a training run's checkpoints
+
+
+@dataclass
+class TrainingState:
+    """Where a training checkpoint left its run (what :func:`load_training_state` restored besides the weights).
+
+    Attributes:
+        step: optimizer steps taken.
+        epoch: the epoch in progress.
+        batch_in_epoch: batches of ``epoch`` already trained on.
+        rng: this rank's random states (:func:`get_rng_state`), or None when the checkpoint was written by a
+            different number of processes (the random streams are then reseeded).
+    """
+
+    step: int
+    epoch: int
+    batch_in_epoch: int
+    rng: Optional[dict]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Union[str, Path]) -> list[Path]:
+    """Checkpoints of a run directory, oldest first (by step)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Union[str, Path]) -> Optional[Path]:
+    """The newest checkpoint of a run directory, or None."""
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def resume_checkpoint(run_dir: Path, resume: bool) -> Optional[Path]:
+    """The checkpoint a run continues from: the newest in ``run_dir`` with ``resume``, None for a new run.
+
+    Raises:
+        InputError: ``resume`` and ``run_dir`` holds no checkpoint (a mistyped ``--out`` must not silently
+            start a new full-length run), or not ``resume`` and it holds some (never overwritten).
+    """
+    newest = latest_checkpoint(run_dir)
+    if resume:
+        if newest is None:
+            where = "does not exist" if not run_dir.exists() else "holds no checkpoint"
+            raise InputError(f"--resume: {run_dir} {where} (looked for "
+                             f"{run_dir / CHECKPOINT_DIR / 'step-*.pt'}); check --out, or leave out --resume "
+                             "to start a new run")
+        return newest
+    if newest is not None:
+        raise InputError(f"{run_dir} already holds checkpoints (newest: {newest.name}); "
+                         "pass --resume to continue that run, or choose another --out")
+    return None
+
+
+def check_resume_compatible(payload: dict, path: Path, config: ExperimentConfig, speakers: list[dict]) -> list[str]:
+    """Refuse a training checkpoint of another model or speaker table; returns notes on changed batching.
+
+    Raises:
+        CheckpointError: ``payload`` holds no experiment config (not a training checkpoint).
+        InputError: the model config or the speaker table differs from this run's.
+    """
+    saved = payload.get("experiment")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (no experiment config); cannot resume from it")
+    # Through the dataclass, so that a checkpoint written before a model option existed has its default.
+    saved_model, model = ModelConfig.from_dict(saved["model"]).to_dict(), config.model.to_dict()
+    if saved_model != model:
+        changed = sorted(k for k in saved_model.keys() | model.keys() if saved_model.get(k) != model.get(k))
+        raise InputError(f"{path}: the model config differs from this run's ({', '.join(changed)}); "
+                         "a run can only be resumed with the same model")
+    names = [entry["name"] for entry in payload["speakers"]]
+    if names != [entry["name"] for entry in speakers]:
+        raise InputError(f"{path}: the checkpoint's speaker table differs from the prepared corpus'; "
+                         "resume with the same corpus and data settings")
+    return [f"note: data.{key} changed since the checkpoint ({saved['data'].get(key)} -> "
+            f"{getattr(config.data, key)}); batches will differ from an uninterrupted run"
+            for key in ("segment_length", "batch_size") if saved["data"].get(key) != getattr(config.data, key)]
+
+
+def save_training_checkpoint(run_dir: Path, model: VQVAE, optimizer: torch.optim.Optimizer, scheduler: Any, *,
+                             experiment: ExperimentConfig, step: int, epoch: int, batch_in_epoch: int,
+                             rng: list[dict], valid: dict, keep: int) -> Path:
+    """Write ``checkpoints/step-<step>.pt`` of ``run_dir`` and delete all but the newest ``keep``.
+
+    Args:
+        step, epoch, batch_in_epoch: where the run stands (:class:`TrainingState`).
+        rng: every rank's random states (:func:`get_rng_state`), in rank order: a resume with as many
+            processes continues each rank's streams.
+        valid: the last validation metrics.
+
+    Returns:
+        The path written.
+    """
+    path = run_dir / CHECKPOINT_DIR / checkpoint_name(step)
+    save_checkpoint(path, model, extra={
+        "experiment": experiment.to_dict(),
+        "step": step,
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "world_size": len(rng),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        "valid": dict(valid),
+    })
+    for old in list_checkpoints(run_dir)[:-max(1, keep)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_training_state(payload: dict, model: VQVAE, optimizer: torch.optim.Optimizer, scheduler: Any, *,
+                        rank: int, world_size: int) -> TrainingState:
+    """Load a training checkpoint's weights, optimizer and scheduler states; return where the run stood."""
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    states = payload.get("rng", [])
+    same_processes = payload.get("world_size") == world_size and rank < len(states)
+    return TrainingState(step=int(payload["step"]), epoch=int(payload["epoch"]),
+                         batch_in_epoch=int(payload["batch_in_epoch"]), rng=states[rank] if same_processes else None)
+
+
+# ---------------------------------------------------------------------- random states (exact resumes)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state(device: torch.device) -> dict:
+    """Random states as tensors and plain data, so that checkpoints load with ``weights_only=True``."""
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "position": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "python": [python_state[0], list(python_state[1]), python_state[2]],
+    }
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+@contextmanager
+def isolated_rng(device: torch.device) -> Iterator[None]:
+    """Validation and generation must not move the training random streams (resume exactness)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
+        yield

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audio_vqvae.checkpoint import load_checkpoint
+from audio_vqvae.checkpoint import get_rng_state, list_checkpoints, load_checkpoint, set_rng_state
 from audio_vqvae.config import ExperimentConfig, TrainConfig, apply_overrides
 from audio_vqvae.model import VQVAE
 from audio_vqvae.training import NonFiniteLossError, train
@@ -14,7 +14,6 @@ from audio_vqvae.training.distributed import select_device
 from audio_vqvae.training.logs import colorize, mel_image, read_metrics, usage_image
 from audio_vqvae.training.recipe import qualify_overrides
 from audio_vqvae.training.schedule import make_scheduler, warmup_cosine
-from audio_vqvae.training.trainer import _get_rng_state, _set_rng_state, list_checkpoints
 
 from training_helpers import REPO, make_tiny_corpus, tiny_overrides
 
@@ -57,9 +56,9 @@ def test_schedule_warms_up_linearly_then_decays_to_the_floor():
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     torch.manual_seed(3)
     np.random.seed(3)
-    torch.save(_get_rng_state(torch.device("cpu")), tmp_path / "rng.pt")
+    torch.save(get_rng_state(torch.device("cpu")), tmp_path / "rng.pt")
     expected = (torch.rand(4), np.random.rand(3))
-    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), torch.device("cpu"))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), torch.device("cpu"))
     assert torch.equal(torch.rand(4), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
 
 

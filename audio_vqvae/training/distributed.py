@@ -3,18 +3,22 @@
 ``torchrun --nproc_per_node N recipes/vctk/train.py ...`` sets ``RANK``, ``LOCAL_RANK`` and
 ``WORLD_SIZE`` (and, for several machines, the rendezvous address); :func:`init_distributed` reads
 them. Run as a plain script, it returns a single-process context and initialises nothing.
+:class:`DistributedModel` is the training step's DistributedDataParallel wrapper of the VQ-VAE.
 """
 
 from __future__ import annotations
 
 import datetime
 import gc
+import inspect
 import os
+import weakref
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from audio_vqvae.config import ConfigError
 
@@ -92,7 +96,7 @@ def init_distributed(device_preference: str = "auto", timeout_minutes: float = 3
 def shutdown_distributed() -> None:
     """Destroy the default process group, if any.
 
-    Release DistributedDataParallel wrappers first (``Trainer.fit`` does): a DDP reducer freed after
+    Release DistributedDataParallel wrappers first (:meth:`DistributedModel.release`): a DDP reducer freed after
     this call can be the group's last owner, and gloo's destructor, run from the reducer's
     deallocation with the GIL held, can then deadlock with a gloo worker thread that needs the GIL.
     The garbage collection here frees wrappers only reachable from reference cycles first.
@@ -135,3 +139,70 @@ def gather_objects(context: DistributedContext, value: Any) -> List[Any]:
     gathered: List[Any] = [None] * context.world_size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+class DistributedModel:
+    """The VQ-VAE's teacher-forced pass as the training step calls it, ``(audio, speaker, pitch) -> dict`` of
+    tensors: through DistributedDataParallel when ``context.enabled``, else directly.
+
+    Buffers are broadcast from rank 0 once, at construction; after that the quantizer all-reduces its
+    own statistics, so no per-forward broadcast is needed. ``static_graph``: the last WaveNet layer's
+    residual projection feeds nothing (only its skip output is used), and a static graph lets DDP
+    learn that once instead of searching the graph for unused parameters on every step.
+    """
+
+    def __init__(self, model: torch.nn.Module, context: DistributedContext):
+        self.model = model
+        self.module: torch.nn.Module = TrainingOutputs(model)
+        if context.enabled:
+            device = context.device
+            options: dict = {"device_ids": [device.index] if device.type == "cuda" else None, "static_graph": True}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+                options["forward_sync_buffers"] = False  # torch >= 2.13: still syncs once at construction
+            else:
+                options["broadcast_buffers"] = False
+            self.module = DistributedDataParallel(TrainingOutputs(model), **options)
+
+    def __call__(self, audio: torch.Tensor, speaker: torch.Tensor,
+                 pitch: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        return self.module(audio, speaker, pitch)
+
+    def train(self) -> None:
+        self.module.train()
+
+    def release(self) -> None:
+        """Drop the DistributedDataParallel wrapper while the process group is still registered.
+
+        The wrapper's C++ reducer holds a reference to the process group. Freed after
+        ``destroy_process_group`` (when ``train()`` returned and the trainer went), the reducer was the
+        group's last owner: gloo's destructor then ran inside the reducer's deallocation, with the GIL
+        held, and joined gloo's worker threads, one of which could still be freeing the tensors of the
+        last collective and needed the GIL for that. A deadlock: that rank slept forever after training
+        and ``torchrun`` never returned. Freed here, the reducer is not the last owner, and the group
+        goes later through its Python handle, which releases the GIL first.
+        """
+        if not isinstance(self.module, DistributedDataParallel):
+            return
+        wrapper = weakref.ref(self.module)
+        self.module = TrainingOutputs(self.model)
+        if wrapper() is not None:  # held by a reference cycle
+            gc.collect()
+
+
+class TrainingOutputs(torch.nn.Module):
+    """The VQ-VAE's teacher-forced pass returning a dict of tensors.
+
+    DistributedDataParallel finds a forward's output tensors with ``torch.utils._pytree``, which sees a
+    dataclass such as :class:`~audio_vqvae.model.VQVAEOutput` as one opaque leaf; with a static graph the
+    first step's gradients would then never be all-reduced. A dict is traversed.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor, speaker: torch.Tensor,
+                pitch: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        out = self.model(audio, speaker, pitch=pitch)
+        return {"loss": out.loss, "reconstruction": out.reconstruction, "quantizer": out.quantizer,
+                "perplexity": out.perplexity, "codes_used": out.codes_used, "envelope": out.envelope}

@@ -1,5 +1,9 @@
-"""What a run writes besides checkpoints: the text log, the metrics file and TensorBoard images.
+"""What a run writes besides checkpoints: the text log, the metrics file and TensorBoard.
 
+TensorBoard gets the training scalars averaged over each log window (:func:`log_train_window`),
+validation rounds (:func:`validation_round`: teacher-forced bits per sample, code usage and bitrate, phone
+accuracy of the codes) and audio rounds (:class:`AudioRounds`): fixed clips reconstructed from their codes
+and converted to other speakers, as audio and spectrograms.
 matplotlib is not a dependency, so spectrograms and the codebook-usage chart are rendered here as
 uint8 arrays (CHW, RGB) for ``SummaryWriter.add_image``.
 
@@ -15,13 +19,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
+
+from audio_vqvae.checkpoint import isolated_rng
+from audio_vqvae.config import ExperimentConfig, TrainConfig
+from audio_vqvae.evaluation.metrics import code_statistics
+from audio_vqvae.evaluation.units import validation_phone_accuracy
+from audio_vqvae.pitch import conversion_stats, generation_pitch
 
 # Anchors of matplotlib's "viridis" colormap (dark blue -> green -> yellow), linearly interpolated.
 _VIRIDIS = np.array([
@@ -116,6 +129,35 @@ class MetricsFile:
             handle.write(json.dumps(record) + "\n")
 
 
+def write_run_files(run_dir: Path, config: ExperimentConfig, speakers: list[dict], *, fresh: bool) -> None:
+    """``config.yaml`` (the resolved experiment config) and ``speakers.json`` of a run directory.
+
+    ``fresh``: a new run, whose ``metrics.jsonl`` from an earlier attempt that never checkpointed is stale.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    config.to_yaml(run_dir / "config.yaml")
+    (run_dir / "speakers.json").write_text(json.dumps(speakers, indent=1, ensure_ascii=False) + "\n")
+
+
+def log_run_start(log: RunLog, config: ExperimentConfig, *, run_dir: Path, device: torch.device, bf16: bool,
+                  world_size: int, corpus: Any, parameters: int, batches_per_epoch: int) -> None:
+    """The run log's opening lines: where, on what, which corpus, which model, how many batches and steps."""
+    data, model, train = config.data, config.model, config.train
+    log(f"run directory {run_dir}")
+    log(f"device {device}{' (bf16 autocast)' if bf16 else ''}, "
+        f"{world_size} process(es), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    log(f"corpus {getattr(corpus, 'cache_dir', '?')}: {len(corpus.speakers)} speakers, "
+        f"{len(corpus.split('train'))} train / {len(corpus.split('valid'))} valid utterances")
+    log(f"model: {parameters / 1e6:.2f} M parameters, hop {model.hop_length}, "
+        f"{model.quantizer.num_codes} codes, receptive field {model.decoder.receptive_field} samples")
+    log(f"batches of {data.batch_size} x {data.segment_length} samples per process, "
+        f"{batches_per_epoch} batches per epoch; {train.max_steps} steps"
+        + (f", at most {train.max_minutes:g} min" if train.max_minutes else "")
+        + (" (decoder compiled)" if train.compile else ""))
+
+
 def read_metrics(path: Union[str, Path], kind: Optional[str] = None) -> list[dict]:
     """Records of a ``metrics.jsonl`` file, optionally only those with ``"kind": kind`` (``train``/``valid``)."""
     records = []
@@ -126,3 +168,239 @@ def read_metrics(path: Union[str, Path], kind: Optional[str] = None) -> list[dic
                 if kind is None or record.get("kind") == kind:
                     records.append(record)
     return records
+
+
+# ---------------------------------------------------------------------- TensorBoard rounds
+
+
+class StepWindow:
+    """Running sums of per-step statistics between two log lines."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, stats: dict) -> None:
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.count += 1
+
+    def means(self) -> dict:
+        return {key: value / max(self.count, 1) for key, value in self.sums.items()}
+
+
+def log_train_window(writer: Any, log: RunLog, window: StepWindow, *, step: int, max_steps: int,
+                     samples_per_step: int, envelope: bool) -> None:
+    """A log window's mean training scalars to TensorBoard (``writer``, None on ranks > 0) and one ``log`` line.
+
+    Args:
+        samples_per_step: audio samples of one step over all processes (for the throughput).
+        envelope: the model has an envelope network (``decoder.lpc_order``), whose loss is logged too.
+    """
+    means = window.means()
+    step_seconds = means["data_s"] + means["compute_s"]
+    throughput = samples_per_step / max(step_seconds, 1e-9)
+    if writer is not None:
+        for name in ("loss", "reconstruction", "quantizer", "bits_per_sample", "perplexity", "codes_used",
+                     "grad_norm"):
+            writer.add_scalar(f"train/{name}", means[name], step)
+        if envelope:  # the envelope network's loss (audio_vqvae.lpc)
+            writer.add_scalar("train/envelope", means["envelope"], step)
+        writer.add_scalar("train/learning_rate", means["learning_rate"], step)
+        writer.add_scalar("time/samples_per_second", throughput, step)
+        writer.add_scalar("time/data_seconds_per_step", means["data_s"], step)
+        writer.add_scalar("time/compute_seconds_per_step", means["compute_s"], step)
+    log(f"step {step}/{max_steps} | loss {means['loss']:.4f} | "
+        f"{means['bits_per_sample']:.4f} bits/sample | perplexity {means['perplexity']:.1f} | "
+        f"{means['codes_used']:.0f} codes | lr {means['learning_rate']:.2e} | grad {means['grad_norm']:.3f} | "
+        f"{throughput:,.0f} samples/s | data {means['data_s']:.3f} s + compute {means['compute_s']:.3f} s "
+        "per step")
+
+
+@torch.no_grad()
+def validation_round(writer: Any, log: RunLog, model: Any, loader: Any, corpus: Any, *, step: int, batches: int,
+                     bf16: bool) -> dict:
+    """Measure the model on the first ``batches`` batches of ``loader``; write the metrics to TensorBoard and the log.
+
+    Returns:
+        ``bits_per_sample`` (teacher forced), ``perplexity``, ``codes_used``, ``bitrate`` and ``bitrate_max`` of the
+        codes, and ``phone_accuracy`` where the corpus has phone alignments.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    nats, samples = 0.0, 0
+    counts = torch.zeros(model.config.quantizer.num_codes, dtype=torch.long)
+    started = time.perf_counter()
+    with isolated_rng(device):
+        for index, batch in enumerate(loader):
+            if index >= batches:
+                break
+            audio = batch["audio"].to(device)
+            pitch = batch["pitch"].to(device) if model.needs_pitch else None
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
+                out = model(audio, batch["speaker"].to(device), pitch=pitch)
+            nats += float(out.reconstruction) * audio.numel()
+            samples += audio.numel()
+            counts += torch.bincount(out.codes.flatten().cpu(), minlength=counts.numel())
+        # The paper's unit test (§4.3) where the corpus has phone alignments: the encoder only, no generation.
+        phone_accuracy = validation_phone_accuracy(model, corpus)
+    model.train()
+    usage = code_statistics(counts.numpy(), model.config.frame_rate)
+    metrics = {"bits_per_sample": nats / max(samples, 1) / math.log(2), "perplexity": usage.perplexity,
+               "codes_used": usage.codes_used, "bitrate": usage.bitrate, "bitrate_max": usage.bitrate_max}
+    if phone_accuracy is not None:
+        metrics["phone_accuracy"] = phone_accuracy
+    _log_validation(writer, log, step, metrics, counts, time.perf_counter() - started)
+    return metrics
+
+
+def _log_validation(writer: Any, log: RunLog, step: int, metrics: dict, counts: torch.Tensor, seconds: float) -> None:
+    """Validation ``metrics`` and the code usage ``counts`` (LongTensor[K]) to TensorBoard and the run log."""
+    for name, value in metrics.items():
+        writer.add_scalar(f"valid/{name}", value, step)
+    codes = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+    if codes.numel():
+        writer.add_histogram("valid/code_usage", codes, step, bins=np.arange(counts.numel() + 1) - 0.5)
+    writer.add_image("codebook/usage_sorted", usage_image(counts.numpy()), step)
+    log(f"valid step {step}: {metrics['bits_per_sample']:.4f} bits/sample | perplexity "
+        f"{metrics['perplexity']:.1f} | {metrics['codes_used']}/{counts.numel()} codes | code bitrate "
+        f"{metrics['bitrate']:.0f} bit/s (max {metrics['bitrate_max']:.0f}) | {seconds:.1f} s")
+    if "phone_accuracy" in metrics:
+        log(f"valid step {step}: phone accuracy of the codes {100 * metrics['phone_accuracy']:.1f} % (each code "
+            "labelled with its most frequent phone on training utterances)")
+    writer.flush()
+
+
+@dataclass
+class AudioClip:
+    """A fixed excerpt of an audio round: ``audio`` (Tensor[T]) from sample ``start`` of utterance ``name``
+    by speaker ``speaker``, the utterance's f0 (float32[F], Hz per 10 ms frame), and the training speakers
+    it is converted to."""
+
+    name: str
+    speaker: int
+    audio: torch.Tensor
+    targets: list[int]
+    f0: np.ndarray
+    start: int
+
+
+class AudioRounds:
+    """TensorBoard audio rounds: fixed clips reconstructed from their codes and converted to other speakers.
+
+    Clips come from the validation split (else the training split), one per speaker first, each converted
+    to ``train.conversion_speakers`` training speakers spread through the speaker table; ``train.audio_clips``
+    of ``train.audio_seconds``. Tags are ``audio/clip<i>_<speaker>/<k>_<what>`` and ``mel/...`` alike, with
+    ``0_truth`` (logged once), ``1_reconstruction`` and ``<k>_as_<target>``.
+    """
+
+    def __init__(self, corpus: Any, speakers: list[dict], train: TrainConfig, hop_length: int):
+        self.corpus = corpus
+        self.speakers = speakers
+        self.seed = train.seed
+        self.clips = choose_clips(corpus, train, hop_length) if train.audio_clips > 0 else []
+
+    def log_truth(self, writer: Any) -> None:
+        rate = self.corpus.sample_rate
+        for index, clip in enumerate(self.clips):
+            tag = self._tag(index)
+            writer.add_audio(f"audio/{tag}/0_truth", clip.audio.unsqueeze(0), 0, sample_rate=rate)
+            writer.add_image(f"mel/{tag}/0_truth", mel_image(clip.audio.numpy(), rate), 0)
+        writer.flush()
+
+    @torch.no_grad()
+    def log_round(self, writer: Any, log: RunLog, model: Any, step: int, *, progress: bool) -> None:
+        """Reconstruct every clip from its codes and convert it to its target speakers, in one batched decode."""
+        rate, device = self.corpus.sample_rate, next(model.parameters()).device
+        model.eval()
+        # The fused generator's numba threads follow torch's thread budget (1 per process under
+        # torchrun): with more, their idle worker keeps spinning after the audio round and takes a
+        # core from the other training process for the rest of the run (measured: 1.8 -> 2.7 s/step).
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(torch.get_num_threads()))
+        started = time.perf_counter()
+        rows: list[tuple[int, int, str]] = []  # (clip, speaker, tag suffix)
+        for index, clip in enumerate(self.clips):
+            rows.append((index, clip.speaker, "1_reconstruction"))
+            for order, target in enumerate(clip.targets):
+                rows.append((index, target, f"{order + 2}_as_{self.speakers[target]['name']}"))
+        length = max(len(clip.audio) for clip in self.clips)
+        audio = torch.stack([F.pad(c.audio, (0, length - len(c.audio))) for c in self.clips]).to(device)
+        with isolated_rng(device):
+            codes = model.encode(audio)  # (clips, frames)
+            # On the CPU whatever the device: it only draws the utterances' seeds (a CUDA generator cannot,
+            # for CPU tensors), and then a round's samples depend on the seed alone, not on the device.
+            generator = torch.Generator().manual_seed(self.seed)
+            total = len(rows) * length
+            bar = tqdm(total=total, desc="generating audio", unit="sample", unit_scale=True, leave=False,
+                       disable=not progress, dynamic_ncols=True)
+            done = [0]
+
+            def advance(samples: int) -> None:
+                bar.update(samples * len(rows) - done[0])
+                done[0] = samples * len(rows)
+
+            pitch = self._pitch(rows, length).to(device) if model.needs_pitch else None
+            speakers = torch.tensor([r[1] for r in rows], device=device)
+            generated = model.decode(codes[[r[0] for r in rows]], speakers,
+                                     temperature=1.0, generator=generator, progress=advance, pitch=pitch).float().cpu()
+            bar.close()
+        model.train()
+        for (index, _, suffix), waveform in zip(rows, generated):
+            waveform = waveform[:len(self.clips[index].audio)]
+            tag = self._tag(index)
+            writer.add_audio(f"audio/{tag}/{suffix}", waveform.unsqueeze(0), step, sample_rate=rate)
+            writer.add_image(f"mel/{tag}/{suffix}", mel_image(waveform.numpy(), rate), step)
+        writer.flush()
+        seconds = time.perf_counter() - started
+        log(f"audio step {step}: {len(rows)} clips of {length / rate:.2f} s generated in {seconds:.1f} s")
+
+    def _tag(self, index: int) -> str:
+        return f"clip{index}_{self.speakers[self.clips[index].speaker]['name']}"
+
+    def _pitch(self, rows: list[tuple[int, int, str]], length: int) -> torch.Tensor:
+        """Each row's ``(phase, f0, voiced)`` rows, Tensor[R x 3 x length]: its clip's f0, moved to its speaker."""
+        rate, hop = self.corpus.sample_rate, self.corpus.pitch_hop
+        pitches = []
+        for index, speaker, _ in rows:
+            clip = self.clips[index]
+            stats = conversion_stats(self.speakers, clip.speaker, speaker)
+            pitches.append(generation_pitch(clip.f0, rate, length, hop, start=clip.start, **stats))
+        return torch.from_numpy(np.stack(pitches))
+
+
+def choose_clips(corpus: Any, train: TrainConfig, hop_length: int) -> list[AudioClip]:
+    """Fixed validation clips (one per speaker first) and, for each, the training speakers to convert it to."""
+    rate, hop = corpus.sample_rate, hop_length
+    split = corpus.split("valid")
+    if len(split) == 0:
+        split = corpus.split("train")
+    wanted = max(hop, int(train.audio_seconds * rate) // hop * hop)
+    lengths = np.asarray(split.lengths)
+    # Longest-enough utterances, visiting speakers round-robin so the clips are of different voices.
+    order = sorted(range(len(split)), key=lambda i: (int(split.speaker_ids[i]), -int(lengths[i])))
+    by_speaker: dict[int, list[int]] = {}
+    for i in order:
+        by_speaker.setdefault(int(split.speaker_ids[i]), []).append(i)
+    chosen: list[int] = []
+    while len(chosen) < train.audio_clips and any(by_speaker.values()):
+        for queue in by_speaker.values():
+            if queue and len(chosen) < train.audio_clips:
+                chosen.append(queue.pop(0))
+    train_speakers = sorted({int(s) for s in corpus.split("train").speaker_ids})
+    clips = []
+    for i in chosen:
+        item = split.utterance(i)
+        audio = item["audio"]
+        length = min(wanted, len(audio) // hop * hop)
+        if length < hop:
+            continue
+        start = min(len(audio) - length, int(0.1 * rate))  # skip a little leading silence if there is room
+        source = int(item["speaker"])
+        others = [s for s in train_speakers if s != source]
+        count = min(train.conversion_speakers, len(others))
+        # Evenly spaced through the speaker table, so the targets are varied voices.
+        targets = [others[(k * len(others)) // count] for k in range(count)] if count else []
+        clips.append(AudioClip(name=item["name"], speaker=source,
+                               audio=torch.from_numpy(np.ascontiguousarray(audio[start:start + length])),
+                               targets=targets, f0=corpus.f0(int(split.indices[i])), start=start))
+    return clips
