@@ -1,12 +1,18 @@
 """The quantizer's math: nearest codes, straight-through gradients, the paper's EMA formulas, restarts."""
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from audio_vqvae.config import ConfigError, QuantizerConfig
+import audio_vqvae.quantizer as quantizer_module
+from audio_vqvae.config import ConfigError, ModelConfig, QuantizerConfig, apply_overrides
+from audio_vqvae.model import VQVAE
 from audio_vqvae.quantizer import QUANTIZERS, VectorQuantizer, make_quantizer, register_quantizer, time_jitter
+
+EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
 def make(update="ema", **kwargs):
@@ -176,6 +182,26 @@ def test_the_config_kind_picks_the_class_through_one_factory():
         QuantizerConfig.from_dict({"kind": 3})
     with pytest.raises(ValueError, match="'vq' is already registered"):
         register_quantizer("vq")(VectorQuantizer)
+
+
+def test_the_worked_example_in_docs_extending_adds_a_quantizer(monkeypatch, one_thread):
+    """docs/extending.md's quantizer and its test, run as written: the class registered in quantizer.py is what
+    ``quantizer.kind`` builds, through the config check and the model, and its test passes."""
+    text = EXTENDING.read_text()
+    section = text[text.index("\n## Adding a quantizer\n"):]
+    following = section.find("\n## ", 1)
+    quantizer, test = re.findall(r"```python\n(.*?)```", section[:following] if following > 0 else section, flags=re.S)
+    monkeypatch.setattr(quantizer_module, "QUANTIZERS", dict(QUANTIZERS))  # registered for this test only
+    library = dict(vars(quantizer_module))  # the class runs as if written in audio_vqvae/quantizer.py
+    exec(quantizer, library)
+    (kind,) = set(quantizer_module.QUANTIZERS) - set(QUANTIZERS)
+    cls = quantizer_module.QUANTIZERS[kind]
+    QuantizerConfig(kind=kind).validate()
+    assert type(make_quantizer(QuantizerConfig(kind=kind, num_codes=8, code_dim=4))) is cls
+    checks = {"torch": torch, "ModelConfig": ModelConfig, "VQVAE": VQVAE, "apply_overrides": apply_overrides,
+              cls.__name__: cls}
+    exec(test, checks)
+    checks[next(name for name in checks if name.startswith("test_"))]()
 
 
 def test_time_jitter_replaces_frames_by_neighbours():
