@@ -1,7 +1,14 @@
-"""Fixtures shared by several test modules, and the ``cuda`` marker's skip."""
+"""Fixtures shared by several test modules, and the ``cuda`` marker's skip. Builders are in helpers.py."""
 
+import numpy as np
 import pytest
+import soundfile
 import torch
+
+from audio_vqvae.checkpoint import save_checkpoint
+from audio_vqvae.model import VQVAE
+
+from helpers import SPEAKERS, tiny_config
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,3 +28,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """The tiny model (helpers.tiny_config) with speakers p225, p226, p231, untrained."""
+    torch.manual_seed(0)
+    model = VQVAE(tiny_config(), speakers=[{"id": i, "name": name, "gender": "F"} for i, name in enumerate(SPEAKERS)])
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pitch_checkpoint(tmp_path_factory):
+    """The tiny model with a source excitation; its speaker table holds ln-f0 statistics."""
+    torch.manual_seed(0)
+    table = [{"id": i, "name": name, "log_f0_mean": mean, "log_f0_std": 0.1}
+             for i, (name, mean) in enumerate(zip(SPEAKERS, (4.6, 5.3, 5.0)))]
+    path = tmp_path_factory.mktemp("pitch-model") / "pitch.pt"
+    save_checkpoint(path, VQVAE(tiny_config(excitation_harmonics=2), speakers=table))
+    return path
+
+
+@pytest.fixture
+def speech(tmp_path):
+    """A stereo 22.05 kHz FLAC named after a training speaker: 0.3 s of noisy tones."""
+    t = np.arange(int(0.3 * 22050)) / 22050
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    path = tmp_path / "p225_001.flac"
+    soundfile.write(path, np.stack([left, 0.5 * left], axis=1), 22050)
+    return path

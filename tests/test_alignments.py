@@ -19,7 +19,7 @@ from audio_vqvae.data.alignments import (
 )
 from audio_vqvae.data.corpus import PreparedCorpus
 
-from data_trees import librispeech, vctk_092, write
+from helpers import librispeech, vctk_092, write
 
 RATE = 16000
 

@@ -3,49 +3,8 @@
 import numpy as np
 import pytest
 import soundfile
-import torch
 
-from audio_vqvae.checkpoint import save_checkpoint
-from audio_vqvae.commands.main import main
-from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
-from audio_vqvae.model import VQVAE
-
-RATE = 8000
-SPEAKERS = ["p225", "p226", "p231"]
-
-
-def tiny_config(excitation_harmonics: int = 0) -> ModelConfig:
-    """The tiny model every command runs on here (hop 8), with or without a source excitation."""
-    return ModelConfig(
-        sample_rate=RATE, num_speakers=3,
-        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
-        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=excitation_harmonics))
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory):
-    config = tiny_config()
-    torch.manual_seed(0)
-    model = VQVAE(config, speakers=[{"id": i, "name": name, "gender": "F"} for i, name in enumerate(SPEAKERS)])
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, model)
-    return path
-
-
-@pytest.fixture
-def speech(tmp_path):
-    """A stereo 22.05 kHz FLAC named after a training speaker: 0.3 s of noisy tones."""
-    t = np.arange(int(0.3 * 22050)) / 22050
-    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.size)
-    path = tmp_path / "p225_001.flac"
-    soundfile.write(path, np.stack([left, 0.5 * left], axis=1), 22050)
-    return path
-
-
-def run(*argv):
-    return main([str(a) for a in argv])
+from helpers import RATE, SPEAKERS, run
 
 
 def files_in(folder):
@@ -166,17 +125,6 @@ def test_bench_runs_every_method_and_prints_the_table(checkpoint, capsys):
 
 
 # ------------------------------------------------------------------ a model with a source excitation
-
-
-@pytest.fixture(scope="session")
-def pitch_checkpoint(tmp_path_factory):
-    config = tiny_config(excitation_harmonics=2)
-    torch.manual_seed(0)
-    table = [{"id": i, "name": name, "log_f0_mean": mean, "log_f0_std": 0.1}
-             for i, (name, mean) in enumerate(zip(SPEAKERS, (4.6, 5.3, 5.0)))]
-    path = tmp_path_factory.mktemp("pitch-model") / "pitch.pt"
-    save_checkpoint(path, VQVAE(config, speakers=table))
-    return path
 
 
 def test_pitch_model_encode_writes_codes_and_f0_and_decode_reads_them(pitch_checkpoint, speech, tmp_path, capsys):

@@ -10,7 +10,7 @@ from audio_vqvae.commands.data import register
 from audio_vqvae.data import PreparedCorpus
 from audio_vqvae.errors import InputError
 
-import data_trees
+import helpers
 
 
 def _run(argv):
@@ -21,7 +21,7 @@ def _run(argv):
 
 
 def test_prepare_command(tmp_path, capsys):
-    tree = data_trees.folders(tmp_path / "corpus")
+    tree = helpers.folders(tmp_path / "corpus")
     status = _run(["prepare", "--corpus", "folders", "--data-root", str(tree.root), "--out", str(tmp_path / "cache"),
                    "--no-trim", "--valid-utterances", "0", "--workers", "0", "--quiet"])
     assert status == 0
@@ -36,7 +36,7 @@ def test_prepare_command(tmp_path, capsys):
 
 def test_prepare_default_out_and_missing_root(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AUDIO_VQVAE_DATA", str(tmp_path / "store"))
-    tree = data_trees.folders(tmp_path / "store", name="speakers")  # the default root of "folders"
+    tree = helpers.folders(tmp_path / "store", name="speakers")  # the default root of "folders"
     assert _run(["prepare", "--corpus", "folders", "--workers", "0", "--quiet", "--sample-rate", "16000"]) == 0
     caches = list((tmp_path / "store" / "cache").iterdir())
     assert len(caches) == 1 and caches[0].name.startswith("folders-")

@@ -11,7 +11,7 @@ import pytest
 from audio_vqvae.data import prepare_corpus, scan_corpus
 from audio_vqvae.errors import InputError
 
-import data_trees
+import helpers
 
 
 def _prepare(tree, tmp_path, corpus, **kwargs):
@@ -33,7 +33,7 @@ def _check_outcome(prepared, tree):
 
 
 def test_vctk_092(tmp_path):
-    tree = data_trees.vctk_092(tmp_path / "corpus")
+    tree = helpers.vctk_092(tmp_path / "corpus")
     prepared = _prepare(tree, tmp_path, "vctk", valid_utterances_per_speaker=1)
     _check_outcome(prepared, tree)
     assert prepared.manifest["layout"] == "vctk-0.92"
@@ -63,7 +63,7 @@ def test_vctk_092(tmp_path):
 
 
 def test_vctk_092_mic2_and_held_out_speaker(tmp_path):
-    tree = data_trees.vctk_092(tmp_path / "corpus")
+    tree = helpers.vctk_092(tmp_path / "corpus")
     prepared = _prepare(tree, tmp_path, "vctk", mic="mic2", valid_speakers=("p315",))
     sources = {u["source"] for u in prepared.utterances}
     assert "wav48_silence_trimmed/p225/p225_001_mic2.flac" in sources
@@ -77,7 +77,7 @@ def test_vctk_092_mic2_and_held_out_speaker(tmp_path):
 
 
 def test_vctk_080_trims_long_silences(tmp_path):
-    tree = data_trees.vctk_080(tmp_path / "corpus")
+    tree = helpers.vctk_080(tmp_path / "corpus")
     prepared = _prepare(tree, tmp_path, "vctk", valid_utterances_per_speaker=1)
     _check_outcome(prepared, tree)
     assert prepared.manifest["layout"] == "vctk-0.80"
@@ -90,7 +90,7 @@ def test_vctk_080_trims_long_silences(tmp_path):
 
 
 def test_librispeech_subsets(tmp_path):
-    tree = data_trees.librispeech(tmp_path / "corpus")
+    tree = helpers.librispeech(tmp_path / "corpus")
     prepared = _prepare(tree, tmp_path, "librispeech", train_subsets=("train-clean-100",), valid_subsets=("dev-clean",))
     _check_outcome(prepared, tree)
     assert [(s["id"], s["name"], s["gender"], s["reader"], s["subset"]) for s in prepared.speakers] == [
@@ -105,7 +105,7 @@ def test_librispeech_subsets(tmp_path):
 
 
 def test_librispeech_per_speaker_hold_out_and_missing_subset(tmp_path):
-    tree = data_trees.librispeech(tmp_path / "corpus")
+    tree = helpers.librispeech(tmp_path / "corpus")
     prepared = _prepare(tree, tmp_path, "librispeech", train_subsets=("train-clean-100",),
                         valid_utterances_per_speaker=2)
     assert [s["name"] for s in prepared.speakers] == ["19", "26"]
@@ -115,7 +115,7 @@ def test_librispeech_per_speaker_hold_out_and_missing_subset(tmp_path):
 
 
 def test_folders(tmp_path):
-    tree = data_trees.folders(tmp_path / "corpus")
+    tree = helpers.folders(tmp_path / "corpus")
     prepared = _prepare(tree, tmp_path, "folders", valid_utterances_per_speaker=1)
     _check_outcome(prepared, tree)
     assert [s["name"] for s in prepared.speakers] == ["alice", "bob", "carol"]  # dave and erin had no good file
@@ -148,7 +148,7 @@ def test_root_without_a_corpus(tmp_path):
 
 
 def test_report_is_plain_json(tmp_path):
-    tree = data_trees.folders(tmp_path / "corpus")
+    tree = helpers.folders(tmp_path / "corpus")
     prepared = _prepare(tree, tmp_path, "folders")
     report = json.loads((prepared.cache_dir / "report.json").read_text())
     assert report["rejected_counts"] == {"duplicate utterance": 1, "not inside a speaker folder": 1,

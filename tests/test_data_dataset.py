@@ -8,7 +8,7 @@ import torch
 
 from audio_vqvae.data import SegmentDataset, make_loader, prepare_corpus, set_loader_epoch
 
-import data_trees
+import helpers
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,8 @@ def corpus(tmp_path_factory):
     # speakers s0..s2: utterances of 0.25, 0.5, 1.0 and 2.0 s (4000 .. 32000 samples at 16 kHz)
     for s in range(3):
         for k, seconds in enumerate((0.25, 0.5, 1.0, 2.0)):
-            data_trees.write(root / "corpus" / f"s{s}" / f"u{k}.wav",
-                             data_trees.speech_like(seconds, 16000, seed=10 * s + k), 16000)
+            helpers.write(root / "corpus" / f"s{s}" / f"u{k}.wav",
+                             helpers.speech_like(seconds, 16000, seed=10 * s + k), 16000)
     return prepare_corpus("folders", root / "corpus", root / "cache", trim_silence_db=None,
                           valid_utterances_per_speaker=0, num_workers=0, progress=False)
 

@@ -16,12 +16,12 @@ from audio_vqvae.data import demo as demo_module
 from audio_vqvae.data import prepare as prepare_module
 from audio_vqvae.errors import InputError
 
-import data_trees
+import helpers
 
 
 @pytest.fixture
 def folders_tree(tmp_path):
-    return data_trees.folders(tmp_path / "corpus")
+    return helpers.folders(tmp_path / "corpus")
 
 
 def _prepare(tree, out, **kwargs):
@@ -69,7 +69,7 @@ def test_idempotent_and_settings_hash(tmp_path, folders_tree, monkeypatch):
 def test_new_source_file_invalidates(tmp_path, folders_tree):
     out = tmp_path / "cache"
     _prepare(folders_tree, out)
-    data_trees.write(folders_tree.root / "bob" / "b2.flac", data_trees.speech_like(0.5, 16000, seed=9), 16000)
+    helpers.write(folders_tree.root / "bob" / "b2.flac", helpers.speech_like(0.5, 16000, seed=9), 16000)
     updated = _prepare(folders_tree, out)
     assert "bob/b2.flac" in {u["source"] for u in updated.utterances}
 

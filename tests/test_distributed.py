@@ -15,7 +15,7 @@ from audio_vqvae.config import ExperimentConfig, apply_overrides
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import qualify_overrides
 
-from training_helpers import REPO, make_tiny_corpus, subprocess_env, tiny_overrides
+from helpers import REPO, make_tiny_corpus, subprocess_env, tiny_overrides
 
 STEPS = 8
 

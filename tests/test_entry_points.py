@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 
-from audio_vqvae.checkpoint import save_checkpoint
 from audio_vqvae.commands.main import main as cli_main
-from audio_vqvae.config import EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
-from audio_vqvae.model import VQVAE
+from audio_vqvae.config import ExperimentConfig
 
-from training_helpers import REPO, make_tiny_corpus, recipe_command, subprocess_env, tiny_overrides
+from helpers import REPO, make_tiny_corpus, recipe_command, subprocess_env, tiny_overrides
 
 BIN = Path(sys.executable).parent
 CONSOLE_SCRIPT = BIN / "audio-vqvae"
@@ -68,28 +65,6 @@ def make_demo(processes: int, demo_args: list[str]) -> list[str]:
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     return make_tiny_corpus(root / "corpus"), root / "cache"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = ModelConfig(
-        sample_rate=8000, num_speakers=2,
-        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
-        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4))
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, VQVAE(config, speakers=[{"id": 0, "name": "p225"}, {"id": 1, "name": "p226"}]))
-    return path
-
-
-@pytest.fixture
-def speech(tmp_path):
-    t = np.arange(int(0.3 * 8000)) / 8000
-    path = tmp_path / "p225_001.wav"
-    soundfile.write(path, 0.3 * np.sin(2 * np.pi * 220 * t), 8000)
-    return path
 
 
 # ------------------------------------------------------------------ 1. make demo

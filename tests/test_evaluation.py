@@ -10,7 +10,6 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from audio_vqvae.checkpoint import save_checkpoint
-from audio_vqvae.commands.main import main
 from audio_vqvae.config import DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.data import prepare_corpus
 from audio_vqvae.evaluation.metrics import (
@@ -31,7 +30,7 @@ from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features
 from audio_vqvae.model import VQVAE
 from audio_vqvae.mulaw import mu_law_class_bounds, mu_law_encode
 
-from data_trees import parallel_vctk, speech_like, write
+from helpers import parallel_vctk, run, speech_like, write
 
 RATE = 8000
 MODEL_SPEAKERS = ["p225", "p226", "p227"]
@@ -245,10 +244,6 @@ def tiny(tmp_path_factory):
     bare = tmp / "bare.pt"  # no data config, as save_checkpoint alone writes it
     save_checkpoint(bare, model)
     return {"tmp": tmp, "root": root, "cache": tmp / "cache", "checkpoint": checkpoint, "bare": bare}
-
-
-def run(*argv):
-    return main([str(a) for a in argv])
 
 
 def evaluate_command(checkpoint, out, *extra):

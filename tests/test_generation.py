@@ -5,32 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from audio_vqvae.config import ModelConfig, WaveNetConfig
+from audio_vqvae.config import ModelConfig
 from audio_vqvae.generation import engine, generate, sample_inverse_cdf
 from audio_vqvae.model import VQVAE
-from audio_vqvae.wavenet import WaveNet
 
-# Odd numbers of gate pairs (5) and skip channels (9) exercise the kernels' padding.
-TINY = WaveNetConfig(stacks=2, layers_per_stack=4, residual_channels=8, gate_channels=10, skip_channels=9,
-                     conditioning_channels=6, speaker_dim=5)
-EVEN = WaveNetConfig(stacks=2, layers_per_stack=5, residual_channels=16, gate_channels=24, skip_channels=16,
-                     conditioning_channels=8, speaker_dim=4)
-
-
-def make_net(config=TINY, seed=0, scale=2.0):
-    torch.manual_seed(seed)
-    net = WaveNet(config, num_speakers=3, code_dim=4, upsample_factors=(2, 4))
-    with torch.no_grad():  # larger weights than the default init so that every path carries signal
-        for parameter in net.parameters():
-            parameter.mul_(scale)
-    return net.eval()
-
-
-def inputs(config, batch=3, steps=300, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    conditioning = torch.randn(batch, config.conditioning_channels, steps, generator=generator)
-    speaker = torch.arange(batch) % 3
-    return conditioning, speaker
+from helpers import EVEN, TINY, inputs, make_net
 
 
 @pytest.mark.parametrize("config", [TINY, EVEN], ids=["odd-padding", "even"])

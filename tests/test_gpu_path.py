@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_cli_generation import checkpoint, pitch_checkpoint, run, speech  # noqa: F401  (fixtures)
-from test_generation import EVEN, TINY, inputs, make_net
 
 from audio_vqvae.config import ConfigError, ModelConfig
 from audio_vqvae.generation import engine, generate
@@ -27,7 +25,7 @@ from audio_vqvae.options import device as device_option
 from audio_vqvae.quantizer import VectorQuantizer
 from audio_vqvae.training import train
 
-from training_helpers import REPO, make_tiny_corpus, subprocess_env, tiny_overrides
+from helpers import EVEN, REPO, TINY, inputs, make_net, make_tiny_corpus, run, subprocess_env, tiny_overrides
 
 CUDA = torch.cuda.is_available()
 
@@ -99,7 +97,7 @@ def test_device_auto_is_cuda_when_available_else_cpu():
 
 @pytest.mark.skipif(CUDA, reason="checks the message shown where CUDA is absent")
 @pytest.mark.parametrize("command", ["reconstruct", "convert", "encode", "decode", "bench", "evaluate"])
-def test_device_cuda_without_cuda_is_one_line_on_every_command(command, checkpoint, tmp_path, capsys):  # noqa: F811
+def test_device_cuda_without_cuda_is_one_line_on_every_command(command, checkpoint, tmp_path, capsys):
     argv = {"reconstruct": ["--input", "x.wav", "--output", "y.wav"],
             "convert": ["--input", "x.wav", "--speaker", "p226", "--output", "y.wav"],
             "encode": ["--input", "x.wav", "--output", "y.npy"],
@@ -125,7 +123,7 @@ def test_method_fused_with_a_gpu_device_is_one_line_asking_for_device_cpu():
     _check_method(argparse.Namespace(method="auto", device="cuda"))
 
 
-def test_device_auto_on_this_machine_gives_the_audio_of_its_device(pitch_checkpoint, speech, tmp_path):  # noqa: F811
+def test_device_auto_on_this_machine_gives_the_audio_of_its_device(pitch_checkpoint, speech, tmp_path):
     auto, chosen = tmp_path / "auto.wav", tmp_path / "chosen.wav"
     base = ["reconstruct", "--checkpoint", pitch_checkpoint, "--input", speech, "--no-progress"]
     assert run(*base, "--output", auto, "--device", "auto") == 0
@@ -311,7 +309,7 @@ def test_cuda_greedy_generation_is_the_argmax_of_the_teacher_forced_logits(exact
 
 
 @pytest.mark.cuda
-def test_every_command_runs_with_device_cuda(checkpoint, pitch_checkpoint, speech, tmp_path):  # noqa: F811
+def test_every_command_runs_with_device_cuda(checkpoint, pitch_checkpoint, speech, tmp_path):
     for name, model in (("plain", checkpoint), ("pitch", pitch_checkpoint)):
         out = tmp_path / name
         codes = out / ("codes.npz" if name == "pitch" else "codes.npy")

@@ -14,7 +14,7 @@ from audio_vqvae.checkpoint import load_model
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import main as recipe_main
 
-from training_helpers import REPO, make_tiny_corpus, recipe_command, run_recipe, subprocess_env, tiny_overrides
+from helpers import REPO, make_tiny_corpus, recipe_command, run_recipe, subprocess_env, tiny_overrides
 
 STEPS = 30  # 5 batches per epoch: the runs cross several epoch boundaries
 

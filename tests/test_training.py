@@ -15,7 +15,7 @@ from audio_vqvae.training.logs import colorize, mel_image, read_metrics, usage_i
 from audio_vqvae.training.recipe import qualify_overrides
 from audio_vqvae.training.schedule import make_scheduler, warmup_cosine
 
-from training_helpers import REPO, make_tiny_corpus, tiny_overrides
+from helpers import REPO, make_tiny_corpus, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -33,7 +33,7 @@ from audio_vqvae.training import train
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import qualify_overrides
 
-from training_helpers import REPO, make_tiny_corpus, tiny_overrides
+from helpers import REPO, make_tiny_corpus, tiny_overrides
 
 
 def test_code_phone_accuracy_by_hand():

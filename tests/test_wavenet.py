@@ -10,17 +10,7 @@ from audio_vqvae.generation import generate
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.wavenet import WaveNet, ordinal_embedding_
 
-TINY = WaveNetConfig(stacks=2, layers_per_stack=4, residual_channels=8, gate_channels=12, skip_channels=10,
-                     conditioning_channels=6, speaker_dim=5)
-
-
-def make_net(config=TINY, seed=0):
-    torch.manual_seed(seed)
-    net = WaveNet(config, num_speakers=3, code_dim=4, upsample_factors=(2, 4))
-    with torch.no_grad():  # larger weights than the default init so that every path carries signal
-        for parameter in net.parameters():
-            parameter.mul_(2.0)
-    return net.eval()
+from helpers import TINY, make_net
 
 
 def test_receptive_field_formula():

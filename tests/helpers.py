@@ -1,16 +1,30 @@
-"""Small corpora in the real VCTK / LibriSpeech / folder layouts, with generated audio and planted bad files.
+"""Builders shared by the test modules (their fixtures are in conftest.py); no test module imports another.
 
-Each builder returns the corpus root and the expected outcome (kept and rejected files relative to
-the corpus's base folder), so tests can assert exact sets.
+* corpora on disk in the real VCTK / LibriSpeech / folder layouts, with generated audio and planted bad
+  files: each builder returns the corpus root and the expected outcome (kept and rejected files relative
+  to the corpus's base folder), so tests can assert exact sets;
+* tiny WaveNets and the tiny VQ-VAE config every command runs on;
+* tiny training runs: a generated corpus, the recipe's overrides and command line;
+* ``run``: the ``audio-vqvae`` command line in this process.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile
+import torch
+
+from audio_vqvae.commands.main import main
+from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.wavenet import WaveNet
+
+# ------------------------------------------------------------------ corpora on disk
 
 
 def speech_like(seconds: float, rate: int, *, seed: int, channels: int = 1, amplitude: float = 0.3,
@@ -211,3 +225,115 @@ def parallel_vctk(tmp: Path, speakers: list[str], sentences: int, *, rate: int =
                   speech_like(seconds, rate, seed=100 * k + n), rate)
             plant(base / "txt" / speaker / f"{name}.txt", f"Sentence number {n}, read by everyone.\n".encode())
     return tmp
+
+
+# ------------------------------------------------------------------ tiny models
+
+# Odd numbers of gate pairs (5) and skip channels (9) exercise the fused kernels' padding.
+TINY = WaveNetConfig(stacks=2, layers_per_stack=4, residual_channels=8, gate_channels=10, skip_channels=9,
+                     conditioning_channels=6, speaker_dim=5)
+EVEN = WaveNetConfig(stacks=2, layers_per_stack=5, residual_channels=16, gate_channels=24, skip_channels=16,
+                     conditioning_channels=8, speaker_dim=4)
+
+
+def make_net(config: WaveNetConfig = TINY, seed: int = 0, scale: float = 2.0) -> WaveNet:
+    """A WaveNet for 3 speakers, code_dim 4, hop 8, with weights ``scale`` times the default init's."""
+    torch.manual_seed(seed)
+    net = WaveNet(config, num_speakers=3, code_dim=4, upsample_factors=(2, 4))
+    with torch.no_grad():  # larger weights than the default init so that every path carries signal
+        for parameter in net.parameters():
+            parameter.mul_(scale)
+    return net.eval()
+
+
+def inputs(config: WaveNetConfig, batch: int = 3, steps: int = 300, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random conditioning Tensor[B x C x T] and speakers LongTensor[B] for a net of ``config``."""
+    generator = torch.Generator().manual_seed(seed)
+    conditioning = torch.randn(batch, config.conditioning_channels, steps, generator=generator)
+    speaker = torch.arange(batch) % 3
+    return conditioning, speaker
+
+
+RATE = 8000
+SPEAKERS = ["p225", "p226", "p231"]
+
+
+def tiny_config(excitation_harmonics: int = 0) -> ModelConfig:
+    """The tiny model every command runs on in the tests (hop 8), with or without a source excitation."""
+    return ModelConfig(
+        sample_rate=RATE, num_speakers=3,
+        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
+        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
+        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
+                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=excitation_harmonics))
+
+
+# ------------------------------------------------------------------ tiny training runs
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+# 2 x 4 WaveNet layers of 8 channels, hop 4, 16 codes: ~10 k parameters.
+TINY_MODEL = [
+    "encoder.strides=[2,2]", "encoder.hidden_channels=16", "quantizer.num_codes=16", "quantizer.code_dim=8",
+    "quantizer.dead_code_steps=5", "decoder.stacks=1", "decoder.layers_per_stack=4", "decoder.residual_channels=8",
+    "decoder.gate_channels=8", "decoder.skip_channels=8", "decoder.conditioning_channels=8", "decoder.speaker_dim=4",
+]
+
+
+def make_tiny_corpus(root: Path, speakers: int = 4, utterances: int = 4, seconds: float = 0.4) -> Path:
+    """A ``folders`` corpus of gliding tones, one pitch range per speaker: ``root/spk<i>/utt<j>.wav``."""
+    rng = np.random.default_rng(0)
+    time = np.arange(int(16000 * seconds)) / 16000
+    for s in range(speakers):
+        for u in range(utterances):
+            f0 = 120 + 40 * s + 10 * u
+            wave = 0.3 * np.sin(2 * np.pi * f0 * time * (1 + 0.1 * np.sin(2 * np.pi * 3 * time)))
+            wave += 0.01 * rng.standard_normal(len(time))
+            folder = root / f"spk{s}"
+            folder.mkdir(parents=True, exist_ok=True)
+            soundfile.write(folder / f"utt{u}.wav", wave.astype(np.float32), 16000)
+    return root
+
+
+def tiny_overrides(corpus_root: Path, cache_dir: Path, **train) -> list[str]:
+    """Recipe overrides for the tiny model on the tiny corpus; ``train`` entries become ``train.<key>=<value>``."""
+    settings = dict(max_steps=12, log_every=2, valid_every=4, valid_batches=2, audio_every=6, audio_seconds=0.05,
+                    audio_clips=2, conversion_speakers=2, checkpoint_every=4, keep_checkpoints=2, warmup_steps=2,
+                    learning_rate=1e-3)
+    settings.update(train)
+    return [*TINY_MODEL, "data.corpus=folders", f"data.data_root={corpus_root}", f"data.cache_dir={cache_dir}",
+            "data.segment_length=512", "data.batch_size=2", "data.num_workers=0", "data.valid_utterances_per_speaker=1",
+            *(f"train.{key}={value}" for key, value in settings.items())]
+
+
+def recipe_command(out: Path, overrides: list[str], *extra: str, recipe: str = "vctk",
+                   config: str = "small") -> list[str]:
+    """The recipe's command line; ``config=None`` passes no ``--config``."""
+    chosen = ["--config", str(REPO / "recipes" / recipe / "conf" / f"{config}.yaml")] if config else []
+    return [PYTHON, str(REPO / "recipes" / recipe / "train.py"), *chosen, "--out", str(out), "--no-progress",
+            *extra, *overrides]
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # A tiny model gains nothing from two threads, and spinning OpenMP threads crawl when the other
+    # core is busy (another test process, a parallel build).
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run_recipe(out: Path, overrides: list[str], *extra: str, recipe: str = "vctk", config: str = "small",
+               timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(recipe_command(out, overrides, *extra, recipe=recipe, config=config),
+                          capture_output=True, text=True,
+                          env=subprocess_env(), timeout=timeout, cwd=str(REPO))
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def run(*argv) -> int:
+    """``audio-vqvae ARGV...`` in this process; returns the exit status."""
+    return main([str(a) for a in argv])
