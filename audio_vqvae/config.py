@@ -245,9 +245,12 @@ class ModelConfig(_Config):
 
 @dataclass
 class DataConfig(_Config):
-    """Which corpus to read and how to cut it into training examples."""
+    """Which corpus to read and how to cut it into training examples.
 
-    corpus: Literal["vctk", "librispeech", "folders", "demo"] = "vctk"
+    ``corpus`` names an entry of the corpus registry, :data:`audio_vqvae.data.corpora.CORPORA`.
+    """
+
+    corpus: str = "vctk"
     data_root: Optional[str] = None
     cache_dir: Optional[str] = None
     segment_length: int = 16384
@@ -261,6 +264,12 @@ class DataConfig(_Config):
     mic: Literal["mic1", "mic2"] = "mic1"
 
     def validate(self) -> None:
+        # The registry lives with the scanners, so that adding a corpus touches data/corpora.py alone; imported
+        # here, not at the top, because the data package imports this module.
+        from audio_vqvae.data.corpora import CORPORA
+
+        if self.corpus not in CORPORA:
+            raise ConfigError(f"data.corpus must be one of {', '.join(map(repr, CORPORA))}, got {self.corpus!r}")
         for name in ("segment_length", "batch_size"):
             _require_positive(self, name, "data")
         _require_range(self, "num_workers", "data", minimum=0)

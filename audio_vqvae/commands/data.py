@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from audio_vqvae.data.corpora import CORPORA, default_corpus_root
 from audio_vqvae.data.demo import make_demo_corpus
-from audio_vqvae.data.paths import DEFAULT_CORPUS_FOLDERS, default_corpus_root, default_data_dir
-from audio_vqvae.data.prepare import default_cache_dir, prepare_corpus, processing_settings
+from audio_vqvae.data.paths import default_data_dir
+from audio_vqvae.data.prepare import prepare_corpus
 from audio_vqvae.errors import CorpusNotFoundError
 from audio_vqvae.options import COUNT, Number, display_command
 
@@ -29,12 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Decode a corpus once (mono, resampled, silence-trimmed, level-normalised) into a cache "
                     "that training memory-maps. Re-running with the same settings reuses the cache; "
                     "bad files are skipped and listed in <out>/prepare.log.")
-    prepare.add_argument("--corpus", required=True, choices=("vctk", "librispeech", "folders", "demo"),
-                         help="vctk (0.92 or 0.80, detected), librispeech, folders (<root>/<speaker>/**/*.wav|flac) "
-                              "or demo (builds the bundled eSpeak corpus first)")
+    prepare.add_argument("--corpus", required=True, choices=tuple(CORPORA),
+                         help="; ".join(f"{entry.name}: {entry.summary}" for entry in CORPORA.values()))
     prepare.add_argument("--data-root", type=Path, default=None,
                          help=f"extracted corpus (default: {default_data_dir()}/"
-                              f"{{{','.join(DEFAULT_CORPUS_FOLDERS.values())},demo}})")
+                              f"{{{','.join(entry.folder for entry in CORPORA.values())}}})")
     prepare.add_argument("--out", type=Path, default=None,
                          help=f"cache folder (default: {default_data_dir()}/cache/<corpus>-<settings hash>)")
     prepare.add_argument("--sample-rate", type=SAMPLE_RATE, default=16000,
@@ -107,25 +107,12 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    corpus = args.corpus
-    if corpus == "demo":
-        data_root = make_demo_corpus(args.data_root, num_workers=args.workers)
-        corpus = "vctk"
-    else:
-        data_root = args.data_root or default_corpus_root(corpus)
-    trim_db = None if args.no_trim else args.trim_db
-    train_subsets, valid_subsets = _list(args.subsets), _list(args.valid_subsets)
-    out = args.out
-    if out is None:
-        settings = processing_settings(corpus, data_root, sample_rate=args.sample_rate, trim_silence_db=trim_db,
-                                       level_db=args.level_db, mic=args.mic, train_subsets=train_subsets,
-                                       valid_subsets=valid_subsets)
-        out = default_cache_dir(args.corpus, settings)
     start = time.perf_counter()
-    prepared = prepare_corpus(corpus, data_root, out, sample_rate=args.sample_rate, trim_silence_db=trim_db,
+    prepared = prepare_corpus(args.corpus, args.data_root, args.out, sample_rate=args.sample_rate,
+                              trim_silence_db=None if args.no_trim else args.trim_db,
                               valid_utterances_per_speaker=args.valid_utterances,
-                              valid_speakers=_list(args.valid_speakers), train_subsets=train_subsets,
-                              valid_subsets=valid_subsets, mic=args.mic, num_workers=args.workers,
+                              valid_speakers=_list(args.valid_speakers), train_subsets=_list(args.subsets),
+                              valid_subsets=_list(args.valid_subsets), mic=args.mic, num_workers=args.workers,
                               progress=not args.quiet, level_db=args.level_db, alignments=args.alignments)
     print(f"{prepared.cache_dir} ready in {time.perf_counter() - start:.1f} s")
     return 0

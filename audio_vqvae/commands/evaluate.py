@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from audio_vqvae.data.corpora import CORPORA
 from audio_vqvae.errors import CorpusNotFoundError, InputError
 from audio_vqvae.options import COUNT, POSITIVE_INT, POSITIVE_SECONDS, SEED, TEMPERATURE, device
 
@@ -52,7 +53,7 @@ def register(subparsers) -> None:
                     "reading. Writes a JSON report and a markdown summary next to it. See docs/evaluation.md.")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt) written by training")
     parser.add_argument("--out", required=True, help="report .json (the summary goes to the same name with .md)")
-    parser.add_argument("--corpus", choices=("vctk", "librispeech", "folders", "demo"),
+    parser.add_argument("--corpus", choices=tuple(CORPORA),
                         help="corpus to evaluate on (default: the one in the checkpoint's data config)")
     parser.add_argument("--data-root",
                         help="extracted corpus folder (default: the checkpoint's, else the standard place)")

@@ -1,4 +1,10 @@
-"""Find the utterances of a corpus on disk: VCTK 0.92 / 0.80, LibriSpeech and "one folder per speaker".
+"""The corpora the library reads, in one registry, and their scanners: VCTK 0.92 / 0.80, LibriSpeech,
+"one folder per speaker" and the bundled demo corpus.
+
+:data:`CORPORA` maps each name that ``--corpus`` and ``data.corpus`` accept to a :class:`Corpus`: its
+scanner, default folder, expected layout and download hint. Config validation, ``prepare``, ``evaluate``
+and the error messages all read it, so a new corpus is a scanner and an entry in this file
+(docs/extending.md#adding-a-corpus).
 
 Scanning reads directory listings, transcripts and speaker tables but never decodes audio; that is
 :mod:`audio_vqvae.data.prepare`'s job. Irregularities of the real corpora are reported, not fatal:
@@ -19,14 +25,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
-from audio_vqvae.data.paths import EXPECTED_LAYOUTS
+from audio_vqvae.data.paths import default_data_dir
 from audio_vqvae.errors import CorpusNotFoundError, InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
-CORPORA = ("vctk", "librispeech", "folders")
 MICS = ("mic1", "mic2")
+SCAN_OPTIONS = ("mic", "subsets")  # the prepare settings a scanner may take, by keyword
+
+VCTK_URL = "https://datashare.ed.ac.uk/handle/10283/3443"
+LIBRISPEECH_URL = "https://www.openslr.org/12"
 
 
 @dataclass(frozen=True)
@@ -79,38 +88,104 @@ class CorpusScan:
             return str(path)
 
 
+@dataclass(frozen=True)
+class Corpus:
+    """One entry of :data:`CORPORA`: a kind of corpus that ``prepare`` reads.
+
+    Attributes:
+        name: the value of ``--corpus`` and ``data.corpus``.
+        summary: what it is, in a few words, for ``--corpus``'s help.
+        folder: where it is looked for when no data root is given, relative to ``default_data_dir()``.
+        layout: the tree it expects, in one line; a root that holds none gets it in the error.
+        download: where to get it, in one line ("" where there is nothing to download).
+        scan: ``scan(root, **options) -> CorpusScan``: finds the utterances under ``root`` (the corpus
+            folder or the folder holding it) and raises :func:`corpus_not_found` where there are none.
+        options: the prepare settings ``scan`` takes by keyword, of :data:`SCAN_OPTIONS`
+            (``"mic"``: the VCTK 0.92 microphone, ``"subsets"``: LibriSpeech's); only these enter the
+            cache's settings, so a corpus without them is not rebuilt when they change.
+        build: for a corpus made here rather than downloaded: ``build(root or None, num_workers)``
+            makes (or reuses) it and returns the folder to read as ``reads_as``.
+        reads_as: with ``build``: the entry whose scanner, options and settings read what it makes.
+    """
+
+    name: str
+    summary: str
+    folder: str
+    layout: str = ""
+    download: str = ""
+    scan: Optional[Callable[..., CorpusScan]] = None
+    options: tuple[str, ...] = ()
+    build: Optional[Callable[[Optional[Path], int], Path]] = None
+    reads_as: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.options) - set(SCAN_OPTIONS))
+        if unknown:
+            raise ValueError(f"corpus {self.name!r}: unknown scan option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(SCAN_OPTIONS)}")
+        if (self.scan is None) == (self.build is None) or bool(self.build) != bool(self.reads_as):
+            raise ValueError(f"corpus {self.name!r}: give scan, or build with reads_as")
+
+
 def scan_corpus(corpus: str, data_root: Union[str, Path], *, mic: str = "mic1",
                 subsets: Sequence[str] = ()) -> CorpusScan:
     """Find the utterances of ``corpus`` under ``data_root``.
 
     Args:
-        corpus: ``"vctk"`` (0.92 or 0.80, told apart from the tree), ``"librispeech"`` or ``"folders"``.
+        corpus: a name in :data:`CORPORA` (``"vctk"``: 0.92 or 0.80, told apart from the tree; ``"demo"``
+            reads the built demo corpus as VCTK).
         data_root: the extracted corpus folder or the folder that contains it.
         mic: VCTK 0.92 microphone to prefer (``"mic1"`` or ``"mic2"``).
         subsets: LibriSpeech subsets to read (``"train-clean-100"``, ``"dev-clean"``, ...).
 
     Raises:
-        InputError: ``data_root`` does not exist or holds no recognisable corpus of that kind.
+        InputError: unknown corpus, or ``data_root`` does not exist or holds no recognisable corpus of that kind.
     """
-    if corpus not in CORPORA:
-        raise InputError(f"unknown corpus {corpus!r}; expected one of {', '.join(CORPORA)}")
+    entry = reader(corpus)
     if mic not in MICS:
         raise InputError(f"unknown VCTK microphone {mic!r}; expected mic1 or mic2")
     root = Path(data_root).expanduser()
-    if corpus == "vctk":
-        scan = _scan_vctk(root, mic=mic)
-    elif corpus == "librispeech":
-        scan = _scan_librispeech(root, subsets)
-    else:
-        scan = _scan_folders(root)
+    given = {"mic": mic, "subsets": tuple(subsets)}
+    scan = entry.scan(root, **{option: given[option] for option in entry.options})
     if not scan.utterances:
-        raise corpus_not_found(corpus, root, "no audio files found")
+        raise corpus_not_found(entry.name, root, "no audio files found")
     return scan
 
 
 def corpus_not_found(corpus: str, root: Path, what: str) -> CorpusNotFoundError:
     """The one-line error for a missing or unrecognisable corpus root (the caller adds its own alternative)."""
-    return CorpusNotFoundError(f"{root}: {what}; expected {EXPECTED_LAYOUTS[corpus]}")
+    entry = get_corpus(corpus)
+    download = f"; {entry.download}" if entry.download else ""
+    return CorpusNotFoundError(f"{root}: {what}; expected {entry.layout}{download}")
+
+
+def get_corpus(name: str) -> Corpus:
+    """The registry entry of ``name``; an unknown name raises one line listing the known ones."""
+    try:
+        return CORPORA[name]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown corpus {name!r}; expected one of {', '.join(CORPORA)}") from None
+
+
+def reader(name: str) -> Corpus:
+    """The entry that reads corpus ``name``: its own, or for a built corpus (demo) the one it is read as."""
+    entry = get_corpus(name)
+    return get_corpus(entry.reads_as) if entry.build is not None else entry
+
+
+def default_corpus_root(name: str) -> Path:
+    """Where corpus ``name`` is looked for when no data root is given: ``default_data_dir() / folder``."""
+    return default_data_dir() / get_corpus(name).folder
+
+
+def locate_corpus(name: str, data_root: Optional[Union[str, Path]], *, num_workers: int = 2) -> tuple[Corpus, Path]:
+    """The entry to read corpus ``name`` with and its root: ``data_root``, else the corpus's default folder.
+    A built corpus (demo) is built there first, or reused, and read as the corpus it is laid out as."""
+    entry = get_corpus(name)
+    root = Path(data_root).expanduser() if data_root else None
+    if entry.build is not None:
+        return reader(name), entry.build(root, num_workers)
+    return entry, root or default_corpus_root(name)
 
 
 # --------------------------------------------------------------------------- VCTK
@@ -218,7 +293,7 @@ def locate_librispeech(root: Path) -> Path:
     raise corpus_not_found("librispeech", root, what)
 
 
-def _scan_librispeech(root: Path, subsets: Sequence[str]) -> CorpusScan:
+def _scan_librispeech(root: Path, *, subsets: Sequence[str]) -> CorpusScan:
     base = locate_librispeech(root)
     scan = CorpusScan(layout="librispeech", root=base)
     scan.speakers = read_librispeech_speakers(base / "SPEAKERS.TXT")
@@ -227,8 +302,9 @@ def _scan_librispeech(root: Path, subsets: Sequence[str]) -> CorpusScan:
         raise InputError(f"{base}: no LibriSpeech subsets requested; available: {', '.join(available) or 'none'}")
     for subset in dict.fromkeys(subsets):  # keeps order, drops repeats
         if not (base / subset).is_dir():
-            raise InputError(f"{base}: LibriSpeech subset {subset!r} not found (available: {', '.join(available) or 'none'}); "
-                             f"extract {subset}.tar.gz from https://www.openslr.org/12 there")
+            raise InputError(f"{base}: LibriSpeech subset {subset!r} not found "
+                             f"(available: {', '.join(available) or 'none'}); "
+                             f"extract {subset}.tar.gz from {LIBRISPEECH_URL} there")
         for speaker_dir in _sorted_entries(base / subset):
             if not speaker_dir.is_dir():
                 continue
@@ -334,3 +410,32 @@ def _read_text(path: Path) -> Optional[str]:
 def count_reasons(items: Iterable[tuple[str, str]]) -> Counter:
     """Count ``(path, reason)`` pairs by reason, ignoring details in parentheses."""
     return Counter(reason.split(" (")[0] for _, reason in items)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def _build_demo(root: Optional[Path], num_workers: int) -> Path:
+    from audio_vqvae.data.demo import make_demo_corpus  # demo.py imports this module
+
+    return make_demo_corpus(root, num_workers=max(1, num_workers))
+
+
+CORPORA: dict[str, Corpus] = {entry.name: entry for entry in (
+    Corpus("vctk", summary="VCTK 0.92 or 0.80, told apart from the tree", folder="VCTK-Corpus-0.92",
+           layout="VCTK 0.92: VCTK-Corpus-0.92/{wav48_silence_trimmed/<spk>/<spk>_<utt>_mic1.flac, "
+                  "txt/<spk>/<spk>_<utt>.txt, speaker-info.txt} or VCTK 0.80: "
+                  "VCTK-Corpus/{wav48/<spk>/<spk>_<utt>.wav, txt/, speaker-info.txt}",
+           download=f"download VCTK from {VCTK_URL}", scan=_scan_vctk, options=("mic",)),
+    Corpus("librispeech", summary="LibriSpeech, the subsets of --subsets and --valid-subsets", folder="LibriSpeech",
+           layout="LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac with "
+                  "<speaker>-<chapter>.trans.txt and LibriSpeech/SPEAKERS.TXT",
+           download=f"download e.g. train-clean-100.tar.gz and dev-clean.tar.gz from {LIBRISPEECH_URL}",
+           scan=_scan_librispeech, options=("subsets",)),
+    Corpus("folders", summary="<root>/<speaker>/**/*.wav|flac|ogg, your own recordings", folder="speakers",
+           layout="<root>/<speaker>/**/*.wav|flac|ogg, one folder per speaker (optional <utt>.txt transcript next "
+                  "to each file)",
+           scan=_scan_folders),
+    Corpus("demo", summary="the bundled eSpeak NG corpus, built first", folder="demo", build=_build_demo,
+           reads_as="vctk"),
+)}

@@ -42,7 +42,7 @@ from typing import Optional, Union
 
 from audio_vqvae.data import espeak_worker
 from audio_vqvae.data.alignments import espeak_segments, write_textgrid
-from audio_vqvae.data.paths import default_corpus_root
+from audio_vqvae.data.corpora import default_corpus_root
 from audio_vqvae.errors import InputError
 
 logger = logging.getLogger(__name__)

@@ -53,9 +53,9 @@ from tqdm import tqdm
 from audio_vqvae.config import DataConfig
 from audio_vqvae.data.alignments import cache_segments, match_alignments, phone_inventory, read_alignments
 from audio_vqvae.data.audio import Processed, process_file
-from audio_vqvae.data.corpora import CorpusScan, SourceUtterance, count_reasons, scan_corpus
+from audio_vqvae.data.corpora import CorpusScan, SourceUtterance, count_reasons, locate_corpus, reader, scan_corpus
 from audio_vqvae.data.corpus import CACHE_FORMAT, PreparedCorpus, read_json, write_json_atomic
-from audio_vqvae.data.paths import default_corpus_root, default_data_dir
+from audio_vqvae.data.paths import default_data_dir
 from audio_vqvae.atomic import atomic_write
 from audio_vqvae.errors import InputError
 from audio_vqvae.pitch import TRACKER, log_f0_stats, measure_phase, track_pitch
@@ -102,18 +102,20 @@ def processing_settings(corpus: str, data_root: Union[str, Path], *, sample_rate
                         trim_silence_db: Optional[float] = 40.0, level_db: Optional[float] = DEFAULT_LEVEL_DB,
                         mic: str = "mic1", train_subsets: Sequence[str] = ("train-clean-100",),
                         valid_subsets: Sequence[str] = ()) -> ProcessingSettings:
-    """The :class:`ProcessingSettings` of a ``prepare_corpus`` call (same arguments)."""
+    """The :class:`ProcessingSettings` of a ``prepare_corpus`` call (same arguments; a built corpus, demo,
+    with the root it was built in). Only the options the corpus's scanner takes are recorded."""
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise InputError(f"sample rate must be a positive integer, got {sample_rate!r}")
-    subsets = tuple(dict.fromkeys([*train_subsets, *valid_subsets])) if corpus == "librispeech" else ()
+    entry = reader(corpus)
+    subsets = tuple(dict.fromkeys([*train_subsets, *valid_subsets])) if "subsets" in entry.options else ()
     return ProcessingSettings(
-        corpus=corpus, data_root=str(Path(data_root).expanduser().resolve()), sample_rate=sample_rate,
+        corpus=entry.name, data_root=str(Path(data_root).expanduser().resolve()), sample_rate=sample_rate,
         trim_silence_db=None if trim_silence_db is None else float(trim_silence_db),
         level_db=None if level_db is None else float(level_db),
-        mic=mic if corpus == "vctk" else "", subsets=subsets)
+        mic=mic if "mic" in entry.options else "", subsets=subsets)
 
 
-def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: Union[str, Path], *,
+def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: Optional[Union[str, Path]], *,
                    sample_rate: int = 16000, trim_silence_db: Optional[float] = 40.0,
                    valid_utterances_per_speaker: int = 2, valid_speakers: Sequence[str] = (),
                    train_subsets: Sequence[str] = ("train-clean-100",), valid_subsets: Sequence[str] = (),
@@ -123,11 +125,13 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
     """Decode, clean and store a corpus in ``out_dir``; reuse ``out_dir`` when it already holds it.
 
     Args:
-        corpus: ``"vctk"`` (0.92 or 0.80, detected from the tree), ``"librispeech"``, ``"folders"``, or
-            ``"demo"`` (builds the demo corpus under ``data_root`` first, then reads it as VCTK).
-        data_root: the extracted corpus (or the folder containing it); None only for ``"demo"``.
+        corpus: a name in :data:`~audio_vqvae.data.corpora.CORPORA`: ``"vctk"`` (0.92 or 0.80, detected from
+            the tree), ``"librispeech"``, ``"folders"``, or ``"demo"`` (builds the demo corpus under
+            ``data_root`` first, then reads it as VCTK).
+        data_root: the extracted corpus (or the folder containing it); None: the corpus's default folder
+            (:func:`~audio_vqvae.data.corpora.default_corpus_root`).
         out_dir: cache folder; created if needed. An existing cache made with other settings is rebuilt;
-            a non-empty folder that is not a cache is refused.
+            a non-empty folder that is not a cache is refused. None: :func:`default_cache_dir`.
         sample_rate: model rate in Hz.
         trim_silence_db: trim leading/trailing audio this many dB below the loudest frame (None: no trim).
         valid_utterances_per_speaker: utterances of each training speaker held out for validation
@@ -151,20 +155,18 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
         InputError: missing or unrecognisable corpus, unknown held-out speaker, ``out_dir`` not a cache.
     """
     start_time = time.perf_counter()
-    if corpus == "demo":
-        from audio_vqvae.data.demo import make_demo_corpus
-
-        data_root, corpus = make_demo_corpus(data_root, num_workers=max(1, num_workers)), "vctk"
-    settings = processing_settings(corpus, data_root, sample_rate=sample_rate, trim_silence_db=trim_silence_db,
+    entry, data_root = locate_corpus(corpus, data_root, num_workers=num_workers)
+    settings = processing_settings(entry.name, data_root, sample_rate=sample_rate, trim_silence_db=trim_silence_db,
                                    level_db=level_db, mic=mic, train_subsets=train_subsets, valid_subsets=valid_subsets)
+    subsets = "subsets" in entry.options
     split = SplitSettings(valid_utterances_per_speaker=int(valid_utterances_per_speaker),
                           valid_speakers=tuple(valid_speakers),
-                          train_subsets=tuple(train_subsets) if corpus == "librispeech" else (),
-                          valid_subsets=tuple(valid_subsets) if corpus == "librispeech" else ())
+                          train_subsets=tuple(train_subsets) if subsets else (),
+                          valid_subsets=tuple(valid_subsets) if subsets else ())
     if split.valid_utterances_per_speaker < 0:
         raise InputError(f"valid utterances per speaker must be >= 0, got {valid_utterances_per_speaker}")
-    scan = scan_corpus(corpus, data_root, mic=mic, subsets=settings.subsets)
-    out_dir = Path(out_dir).expanduser()
+    scan = scan_corpus(entry.name, data_root, mic=mic, subsets=settings.subsets)
+    out_dir = Path(out_dir).expanduser() if out_dir else default_cache_dir(corpus, settings)
     fingerprint = _source_fingerprint(scan)
     manifest = _read_manifest(out_dir)
 
@@ -587,7 +589,7 @@ def format_summary(prepared: PreparedCorpus) -> Iterable[str]:
 
 
 def default_cache_dir(corpus: str, settings: ProcessingSettings) -> Path:
-    """``default_data_dir()/cache/<corpus>-<processing hash>``."""
+    """``default_data_dir()/cache/<corpus>-<processing hash>``, ``corpus`` as asked for (``demo``, not ``vctk``)."""
     return default_data_dir() / "cache" / f"{corpus}-{settings.digest()}"
 
 
@@ -600,21 +602,11 @@ def ensure_prepared(data: DataConfig, sample_rate: int, *, progress: bool = True
     :func:`default_cache_dir`.
 
     Raises:
-        InputError: the corpus is missing (the message names the expected layout, where to download
-            it, and that ``--demo`` needs no download), or its settings are invalid.
+        InputError: the corpus is missing (the message names the expected layout and where to download
+            it; the caller adds its own way out, e.g. the recipes' ``--demo``), or its settings are invalid.
     """
-    from audio_vqvae.data.demo import make_demo_corpus
-
-    if data.corpus == "demo":
-        data_root = make_demo_corpus(Path(data.data_root) if data.data_root else None, num_workers=data.num_workers)
-        corpus = "vctk"
-    else:
-        data_root = Path(data.data_root).expanduser() if data.data_root else default_corpus_root(data.corpus)
-        corpus = data.corpus
-    settings = processing_settings(corpus, data_root, sample_rate=sample_rate, trim_silence_db=data.trim_silence_db,
-                                   mic=data.mic, train_subsets=data.train_subsets, valid_subsets=data.valid_subsets)
-    cache_dir = Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir(data.corpus, settings)
-    return prepare_corpus(corpus, data_root, cache_dir, sample_rate=sample_rate, trim_silence_db=data.trim_silence_db,
+    return prepare_corpus(data.corpus, data.data_root, data.cache_dir, sample_rate=sample_rate,
+                          trim_silence_db=data.trim_silence_db,
                           valid_utterances_per_speaker=data.valid_utterances_per_speaker,
                           valid_speakers=data.valid_speakers, train_subsets=data.train_subsets,
                           valid_subsets=data.valid_subsets, mic=data.mic, num_workers=data.num_workers,
