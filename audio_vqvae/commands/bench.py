@@ -69,17 +69,21 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
         speaker = torch.zeros(batch, dtype=torch.long, device=device)
         methods = [("pytorch-queue (method torch)", reference_seconds, "torch")]
         if device.type == "cuda":
-            methods.append(("cuda graph", seconds, "graph"))
+            if not config.lpc_order:  # the CUDA graph does not generate source-filter decoders yet
+                methods.append(("cuda graph", seconds, "graph"))
         elif fused_available():
             methods.append(("fused (numba)", seconds, "fused"))
         for name, duration, method in methods:
             steps = max(int(duration * sample_rate), 16)
             conditioning = torch.randn(batch, config.conditioning_channels, steps, device=device)
+            lpc = _random_filters(batch, steps, config.lpc_order, device) if config.lpc_order else None
             if method != "torch":
                 # Compile / load the kernels: one utterance probes two threads, then one, THREAD_PROBE_STEPS each.
-                warm = conditioning[:, :, :2 * THREAD_PROBE_STEPS + 64]
-                generate(decoder, warm, speaker, seeds=range(batch), method=method)
-            run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method)  # noqa: E731
+                warm = slice(0, 2 * THREAD_PROBE_STEPS + 64)
+                generate(decoder, conditioning[:, :, warm], speaker, seeds=range(batch), method=method,
+                         lpc=None if lpc is None else lpc[:, warm])
+            run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method,  # noqa: E731
+                                   lpc=lpc)
             times = [_time(run, device) for _ in range(max(1, repeats))]
             result = BenchResult(preset, name, batch, batch * steps, statistics.median(times), sample_rate)
             spread = f", {batch * steps / max(times):,.0f}-{batch * steps / min(times):,.0f} over {len(times)} runs"
@@ -87,6 +91,15 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
                 f"({result.real_time_factor:.3f}x real time{spread if len(times) > 1 else ''})")
             results.append(result)
     return results
+
+
+def _random_filters(batch: int, steps: int, order: int, device: torch.device) -> torch.Tensor:
+    """Stable prediction coefficients for a source-filter decoder, one random filter per 64 samples: (B, T, M)."""
+    from audio_vqvae.lpc import per_sample, prediction_coefficients
+
+    frames = -(-steps // 64)
+    reflections = torch.tanh(torch.randn(batch, frames, order, dtype=torch.float64) * 0.5)
+    return per_sample(prediction_coefficients(reflections), 64, steps).to(device)
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
