@@ -140,6 +140,12 @@ def reflections_from(raw: torch.Tensor) -> torch.Tensor:
     return torch.tanh(raw.clamp(-4.0, 4.0))
 
 
+def sample_coefficients(raw: torch.Tensor, hop: int, length: int) -> torch.Tensor:
+    """The envelope network's raw output Tensor[B x T' x M] (detached) -> per-sample prediction coefficients,
+    DoubleTensor[B x length x M]: what the WaveNet's synthesis uses, in training and in generation alike."""
+    return per_sample(prediction_coefficients(reflections_from(raw.detach()).double()), hop, length)
+
+
 def envelope_loss(raw: torch.Tensor, signal: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:
     """Mean squared error of the predictor's u against atanh of the true frames' reflection coefficients."""
     frames = raw.shape[1]

@@ -23,7 +23,7 @@ from torch import nn
 from audio_vqvae.config import ModelConfig
 from audio_vqvae.emphasis import deemphasis, preemphasis
 from audio_vqvae.encoder import Encoder
-from audio_vqvae.lpc import envelope_loss, per_sample, predict, prediction_coefficients, reflections_from
+from audio_vqvae.lpc import envelope_loss, predict, sample_coefficients
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.pitch import excitation
 from audio_vqvae.quantizer import make_quantizer, time_jitter
@@ -144,8 +144,7 @@ class VQVAE(nn.Module):
 
     def prediction_coefficients(self, quantized: torch.Tensor, speaker: torch.Tensor, length: int) -> torch.Tensor:
         """Per-sample LPC prediction coefficients from the codes and speakers: DoubleTensor[B x length x M]."""
-        raw = self.envelope(quantized, speaker).detach()
-        return per_sample(prediction_coefficients(reflections_from(raw).double()), self.hop_length, length)
+        return sample_coefficients(self.envelope(quantized, speaker), self.hop_length, length)
 
     def waveform(self, classes: torch.Tensor, signal: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generated classes LongTensor[B x T] (or, for a source-filter decoder, its synthesised ``signal``)
@@ -204,8 +203,7 @@ class VQVAE(nn.Module):
             signal = preemphasis(audio, self.config.preemphasis)
             raw = self.envelope(code_vectors, speaker)
             envelope = envelope_loss(raw.float(), signal, self.hop_length, self.config.sample_rate)
-            coefficients = per_sample(prediction_coefficients(reflections_from(raw.detach()).double()),
-                                      self.hop_length, audio.shape[1])
+            coefficients = sample_coefficients(raw, self.hop_length, audio.shape[1])
             predicted = predict(signal, coefficients).clamp(-1.0, 1.0)
             quantization = self.decoder.quantization_channels
             targets = mu_law_encode(signal.double() - predicted, quantization)

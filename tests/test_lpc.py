@@ -77,7 +77,8 @@ def test_prediction_uses_only_the_past_and_the_frame_coefficients():
 
 def test_predicted_filters_are_stable():
     assert reflections_from(torch.tensor([1e6, -1e6])).abs().max() < 1  # however large the network's output
-    raw = torch.randn(500, 12) * 1.5  # |k| mostly below 0.95, where np.roots is accurate
+    # Seeded: |k| mostly below 0.9, where np.roots is accurate (poles at |k| -> 1 crowd the unit circle).
+    raw = torch.randn(500, 12, generator=torch.Generator().manual_seed(0))
     for c in prediction_coefficients(reflections_from(raw).double()).numpy():
         assert np.abs(np.roots(np.concatenate([[1.0], -c]))).max() < 1  # poles of 1 / A(z) inside the unit circle
 

@@ -42,6 +42,7 @@ from typing import Callable, Literal, Optional, Sequence
 import numpy as np
 import torch
 
+from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.wavenet import GenerationOutput, WaveNet
 
 Method = Literal["auto", "fused", "torch", "graph"]
@@ -254,8 +255,6 @@ class _Synthesis:
     """
 
     def __init__(self, lpc: torch.Tensor, classes: int):
-        from audio_vqvae.mulaw import mu_law_encode
-
         self.encode = lambda x: mu_law_encode(x, classes)  # noqa: E731
         self.classes = classes
         self.coefficients = lpc.double()
@@ -270,8 +269,6 @@ class _Synthesis:
 
     def advance(self, t: int, excitation: torch.Tensor, teacher: Optional[torch.Tensor]) -> torch.Tensor:
         """Add the drawn excitation class to the prediction; the class of the new sample (the next input)."""
-        from audio_vqvae.mulaw import mu_law_decode
-
         value = (self.prediction + mu_law_decode(excitation, self.classes).double()).clamp(-1.0, 1.0).float()
         self.signal[:, t] = value
         fed = (teacher if teacher is not None else value).float().double()
@@ -334,8 +331,6 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     history = np.zeros((batch, order), np.float64)
     prediction_embedding = (np.ascontiguousarray(decoder.prediction_embedding.weight.detach().float().numpy())
                             if use_lpc else np.zeros((1, decoder.config.residual_channels), np.float32))
-    from audio_vqvae.mulaw import mu_law_decode
-
     levels = np.ascontiguousarray(mu_law_decode(torch.arange(classes), classes).double().numpy())
     log1p_mu = math.log1p(classes - 1)
     signal = torch.empty(batch, steps) if use_lpc else None

@@ -220,8 +220,10 @@ def _sample(logits, cdf, work, uniform, inv_temperature, greedy):
 # ------------------------------------------------------------------ LPC synthesis (source-filter decoders)
 #
 # Compiled without 'contract' and called, not numba-inlined, so that no product is fused into an FMA:
-# the arithmetic is then exactly that of the PyTorch path (audio_vqvae.generation.engine._Synthesis),
-# float64 throughout, the prediction summed in coefficient order.
+# the arithmetic is that of the PyTorch path (audio_vqvae.generation.engine._Synthesis), float64
+# throughout. The prediction is summed here in coefficient order and by torch's reduction there: the two
+# may differ in the last bit of a float64, which changes a float32 sample or a μ-law class only when the
+# sum lies within that bit of a rounding boundary (the tests find the paths identical).
 
 
 @njit(error_model="numpy")
