@@ -289,7 +289,8 @@ def locate_librispeech(root: Path) -> Path:
         if base.is_dir() and ((base / "SPEAKERS.TXT").is_file()
                               or any(_LIBRISPEECH_SUBSET.match(p.name) for p in base.iterdir() if p.is_dir())):
             return base
-    what = "folder does not exist" if not root.exists() else "no SPEAKERS.TXT or subset folders (train-clean-100, dev-clean, ...)"
+    what = ("folder does not exist" if not root.exists()
+            else "no SPEAKERS.TXT or subset folders (train-clean-100, dev-clean, ...)")
     raise corpus_not_found("librispeech", root, what)
 
 
@@ -381,7 +382,8 @@ def _scan_folders(root: Path) -> CorpusScan:
                 continue
             key = path.relative_to(entry).with_suffix("").as_posix()
             if key in seen:
-                scan.skipped.append((scan.relative(path), f"duplicate utterance (same name as {scan.relative(seen[key])})"))
+                duplicate = f"duplicate utterance (same name as {scan.relative(seen[key])})"
+                scan.skipped.append((scan.relative(path), duplicate))
                 continue
             seen[key] = path
             text = _read_text(path.with_suffix(".txt"))

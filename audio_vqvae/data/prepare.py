@@ -50,13 +50,13 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
+from audio_vqvae.atomic import atomic_write
 from audio_vqvae.config import DataConfig
 from audio_vqvae.data.alignments import cache_segments, match_alignments, phone_inventory, read_alignments
 from audio_vqvae.data.audio import Processed, process_file
 from audio_vqvae.data.corpora import CorpusScan, SourceUtterance, count_reasons, locate_corpus, reader, scan_corpus
 from audio_vqvae.data.corpus import CACHE_FORMAT, PreparedCorpus, read_json, write_json_atomic
 from audio_vqvae.data.paths import default_data_dir
-from audio_vqvae.atomic import atomic_write
 from audio_vqvae.errors import InputError
 from audio_vqvae.pitch import TRACKER, log_f0_stats, measure_phase, track_pitch
 
@@ -571,7 +571,8 @@ def format_summary(prepared: PreparedCorpus) -> Iterable[str]:
     manifest = prepared.manifest
     yield (f"{prepared.cache_dir}: {report['kept']} utterances, {report['kept_seconds'] / 60:.1f} min, "
            f"{len(prepared.speakers)} speakers, {prepared.sample_rate} Hz ({report['layout']})")
-    yield f"split: {manifest['num_train']} train, {manifest['num_valid']} valid utterances; settings {manifest['settings_hash']}"
+    yield (f"split: {manifest['num_train']} train, {manifest['num_valid']} valid utterances; "
+           f"settings {manifest['settings_hash']}")
     for title, counts in (("rejected", report["rejected_counts"]), ("warnings", report["warning_counts"]),
                           ("notes", report["note_counts"])):
         if counts:
