@@ -34,10 +34,10 @@ from __future__ import annotations
 import runpy
 import sys
 
-import librosa
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchaudio.functional import melscale_fbanks  # pure Python: no numba before the generation engine sets it up
 
 import audio_vqvae.model as model_module
 from audio_vqvae.encoder import Standardize
@@ -57,8 +57,10 @@ class MelFrontEnd(nn.Module):
         super().__init__()
         self.hop_length = hop_length
         self.n_fft = 1 << max(int(round(WINDOW_SECONDS * sample_rate)) - 1, 1).bit_length()
-        bank = librosa.filters.mel(sr=sample_rate, n_fft=self.n_fft, n_mels=MEL_BANDS, fmin=0.0)
-        self.register_buffer("bank", torch.from_numpy(bank).float(), persistent=False)
+        # Slaney-style bands (librosa's default filterbank, to 1e-7), from 0 Hz to Nyquist.
+        bank = melscale_fbanks(self.n_fft // 2 + 1, 0.0, sample_rate / 2, MEL_BANDS, sample_rate,
+                               norm="slaney", mel_scale="slaney").t()
+        self.register_buffer("bank", bank.float().contiguous(), persistent=False)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.norm = Standardize(MEL_BANDS)
         self.project = nn.Conv1d(MEL_BANDS, code_dim, kernel_size=1)
