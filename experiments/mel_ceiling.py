@@ -112,7 +112,7 @@ class FrameTable(nn.Module):
             self._table = flat.new_zeros(self.num_codes, dim)
         rows = (self._next + torch.arange(flat.shape[0], device=flat.device)) % self.num_codes
         self._table[rows] = flat
-        self._next = int(rows[-1]) + 1 if len(rows) else self._next
+        self._next = (self._next + flat.shape[0]) % self.num_codes
         return rows.view(batch, frames)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
