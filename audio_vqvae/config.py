@@ -262,6 +262,9 @@ class DataConfig(_Config):
     train_subsets: Tuple[str, ...] = ("train-clean-100",)
     valid_subsets: Tuple[str, ...] = ()
     mic: Literal["mic1", "mic2"] = "mic1"
+    # Voiced crops: offsets drawn per training crop, the one with the most voiced 10 ms frames kept
+    # (audio_vqvae.data.dataset); 1 is a uniform crop. Validation crops stay uniform.
+    crop_candidates: int = 1
 
     def validate(self) -> None:
         # The registry lives with the scanners, so that adding a corpus touches data/corpora.py alone; imported
@@ -270,7 +273,7 @@ class DataConfig(_Config):
 
         if self.corpus not in CORPORA:
             raise ConfigError(f"data.corpus must be one of {', '.join(map(repr, CORPORA))}, got {self.corpus!r}")
-        for name in ("segment_length", "batch_size"):
+        for name in ("segment_length", "batch_size", "crop_candidates"):
             _require_positive(self, name, "data")
         _require_range(self, "num_workers", "data", minimum=0)
         _require_range(self, "valid_utterances_per_speaker", "data", minimum=0)
@@ -303,8 +306,12 @@ class TrainConfig(_Config):
     # start of this process's loop, so a resumed run gets the budget again), checkpoint, exit 0. 0 = no limit.
     max_minutes: float = 0.0
     # torch.compile the decoder's teacher-forced pass (nn.Module.compile: in place, so checkpoint keys are
-    # unchanged); off by default: compilation takes a minute and helps only where kernels launch-bind (GPUs).
+    # unchanged); off by default: compilation takes one to two minutes per process, and on a CPU it needs a
+    # C++ compiler (measured on the demo: docs/results.md, "Learning per CPU-second").
     compile: bool = False
+    # bf16 autocast on a CPU as well (oneDNN; ``bf16`` alone applies to CUDA only). Off by default: on the
+    # demo it is 1.09x faster eager, but its loss curve against float32 is not checked yet (docs/results.md).
+    cpu_bf16: bool = False
 
     def validate(self) -> None:
         for name in ("max_steps", "log_every", "valid_every", "valid_batches", "audio_every", "checkpoint_every",

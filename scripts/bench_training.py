@@ -11,7 +11,9 @@
 Each measurement is the median of ``--steps`` timed steps after ``--warmup`` untimed ones, with random
 audio, 8 speakers, f0 rows for a model with a source excitation (the demo's), and the same step as the
 trainer: bf16 autocast on CUDA (``bf16``; ``fp32`` is float32 with TF32 matmuls, as the trainer sets them
-on CUDA), gradient clipping, Adam; ``--compile`` compiles the decoder as ``train.compile`` does.
+on CUDA), gradient clipping, Adam; ``--compile`` compiles the decoder as ``train.compile`` does. On a CPU
+the default is fp32 (the trainer's only CPU precision); ``--precision bf16`` there measures CPU bf16
+autocast (oneDNN; AMX or AVX-512 BF16 where the CPU has them), which the trainer does not use.
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ def bench(name: str, device: torch.device, steps: int, warmup: int, batch_overri
     audio = (torch.rand(run_batch, segment_length, device=device) * 2 - 1) * 0.5
     speaker = torch.randint(0, 8, (run_batch,), device=device)
     pitch = _pitch_rows(run_batch, segment_length, config.model.sample_rate, device) if model.needs_pitch else None
-    use_bf16 = bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = bf16 and (device.type == "cpu" or torch.cuda.is_bf16_supported())
     times = []
     for index in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = model(audio, speaker, pitch=pitch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -109,28 +111,32 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda, then cpu), cpu, cuda, cuda:1 ...")
     parser.add_argument("--no-bf16", action="store_true", help="float32 on CUDA too (= --precision fp32)")
     parser.add_argument("--precision", default=None,
-                        help="comma-separated bf16 and/or fp32, each measured (default bf16; bf16 applies on CUDA)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the decoder (as train.compile)")
+                        help="comma-separated bf16 and/or fp32, each measured (default: bf16 on CUDA, fp32 on a CPU)")
+    parser.add_argument("--compile", nargs="?", const="on", default="off", choices=("off", "on", "both"),
+                        help="torch.compile the decoder as train.compile does (--compile); both: eager and compiled")
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     device = select_device(args.device)
-    precisions = (args.precision or ("fp32" if args.no_bf16 else "bf16")).split(",")
+    default = "fp32" if args.no_bf16 or device.type != "cuda" else "bf16"
+    precisions = (args.precision or default).split(",")
     if any(p not in ("bf16", "fp32") for p in precisions):
         parser.error(f"--precision: expected bf16 and/or fp32, got {args.precision!r}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}), torch {torch.__version__}")
-    print(f"{'shape':<11} {'prec':>5} {'params':>7} {'batch x segment':>16} {'step':>9} {'samples/s':>11} "
+    print(f"{'shape':<11} {'prec':>5} {'comp':>4} {'params':>7} {'batch x segment':>16} {'step':>9} {'samples/s':>11} "
           f"{'step at config batch':>21}")
     results = []
-    for shape in args.only or list(SHAPES):
-        for precision in precisions:
-            r = bench(shape, device, args.steps, args.warmup, args.batch_size, precision == "bf16", args.batch,
-                      args.compile)
-            results.append(r)
-            extrapolated = "" if r["batch"] == r["config_batch"] else \
-                f"{r['config_batch']} x {r['segment']}: {r['config_step_s']:.2f} s"
-            print(f"{r['name']:<11} {r['precision']:>5} {r['parameters_m']:>6.2f}M {r['batch']:>6} x "
-                  f"{r['segment']:<8} {r['step_s']:>8.3f}s {r['samples_per_s']:>11,.0f} {extrapolated:>21}", flush=True)
+    compiled = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    for shape, precision, compile_decoder in [(s, p, c) for s in args.only or list(SHAPES) for p in precisions
+                                              for c in compiled]:
+        r = bench(shape, device, args.steps, args.warmup, args.batch_size, precision == "bf16", args.batch,
+                  compile_decoder)
+        results.append(r)
+        extrapolated = "" if r["batch"] == r["config_batch"] else \
+            f"{r['config_batch']} x {r['segment']}: {r['config_step_s']:.2f} s"
+        print(f"{r['name']:<11} {r['precision']:>5} {'yes' if r['compiled'] else 'no':>4} "
+              f"{r['parameters_m']:>6.2f}M {r['batch']:>6} x {r['segment']:<8} {r['step_s']:>8.3f}s "
+              f"{r['samples_per_s']:>11,.0f} {extrapolated:>21}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": str(device), "device_name": name,
                                                "torch": torch.__version__, "results": results}, indent=1) + "\n")

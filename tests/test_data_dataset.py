@@ -106,3 +106,59 @@ def test_pitch_rows_come_with_the_crop_only_when_asked(corpus):
         rows = torch.from_numpy(corpus.split("train").pitch_rows(int(with_pitch._items[i]), start, start + 4096))
         assert item["pitch"].shape == (3, 4096) and torch.equal(item["pitch"][:, :rows.shape[1]], rows)
         assert torch.all(item["pitch"][2, rows.shape[1]:] == 0)  # padding is unvoiced
+
+
+@pytest.fixture(scope="module")
+def half_voiced(tmp_path_factory):
+    """Utterances of 1.5 s: 0.75 s of breathy noise (unvoiced), then 0.75 s of a harmonic tone (voiced)."""
+    root = tmp_path_factory.mktemp("voiced")
+    rate = 16000
+    for s in range(2):
+        for k in range(3):
+            rng = np.random.default_rng(100 * s + k)
+            noise = (0.05 * rng.standard_normal(int(0.75 * rate))).astype(np.float32)
+            helpers.write(root / "corpus" / f"s{s}" / f"u{k}.wav",
+                          np.concatenate([noise, helpers.speech_like(0.75, rate, seed=s + k)]), rate)
+    return prepare_corpus("folders", root / "corpus", root / "cache", trim_silence_db=None,
+                          valid_utterances_per_speaker=1, num_workers=0, progress=False)
+
+
+def test_voiced_crops_keep_the_most_voiced_of_their_candidates(half_voiced):
+    uniform = SegmentDataset(half_voiced, "train", 4096, hop_length=64, seed=5, pitch=False)
+    one = SegmentDataset(half_voiced, "train", 4096, hop_length=64, seed=5, pitch=False, candidates=1)
+    voiced = SegmentDataset(half_voiced, "train", 4096, hop_length=64, seed=5, pitch=False, candidates=8)
+    shares = {1: [], 8: []}
+    for epoch in range(4):
+        for d in (uniform, one, voiced):
+            d.set_epoch(epoch)
+        for i in range(len(voiced)):
+            # candidates=1 is the uniform crop, drawn exactly as before the option existed
+            room = int(uniform._split.lengths[uniform._items[i]]) - 4096
+            rng = np.random.default_rng([5, epoch, i])
+            assert one.crop_start(i) == uniform.crop_start(i) == int(rng.integers(0, room + 1))
+            # candidates=8: the same generator's 8 draws, the most voiced kept (the first on a tie)
+            starts = np.random.default_rng([5, epoch, i]).integers(0, room + 1, size=8)
+            fractions = [voiced.voiced_fraction(i, int(s)) for s in starts]
+            assert voiced.crop_start(i) == int(starts[int(np.argmax(fractions))])
+            assert voiced.voiced_fraction(i, voiced.crop_start(i)) == max(fractions)
+            shares[1].append(uniform.voiced_fraction(i, uniform.crop_start(i)))
+            shares[8].append(max(fractions))
+    # the tone is voiced and the noise is not, so the crop's voiced share tracks its overlap with the tone
+    tone = SegmentDataset(half_voiced, "train", 4096, hop_length=64, pitch=False)
+    assert tone.voiced_fraction(0, 24000 - 4096) > 0.9 and tone.voiced_fraction(0, 0) < 0.1
+    assert np.mean(shares[8]) > np.mean(shares[1]) + 0.2
+    with pytest.raises(ValueError, match="candidates must be 1 or more"):
+        SegmentDataset(half_voiced, "train", 4096, hop_length=64, candidates=0)
+
+
+def test_validation_crops_stay_uniform_when_training_crops_are_voiced(half_voiced, tmp_path):
+    from audio_vqvae.config import ExperimentConfig, apply_overrides
+    from audio_vqvae.training.batches import make_loaders
+    from audio_vqvae.training.distributed import DistributedContext
+
+    config = apply_overrides(ExperimentConfig(), ["data.crop_candidates=4", "data.segment_length=4096",
+                                                  "data.batch_size=1", "data.num_workers=0"])
+    loaders = make_loaders(half_voiced, config, DistributedContext(), hop_length=64, pitch=False, log=print)
+    assert loaders.train.dataset.candidates == 4 and loaders.valid.dataset.candidates == 1
+    with pytest.raises(Exception, match="crop_candidates"):
+        apply_overrides(ExperimentConfig(), ["data.crop_candidates=0"]).validate()

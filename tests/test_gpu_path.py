@@ -8,6 +8,7 @@ path and the fused CPU kernels, greedy against teacher forcing, bf16 steps again
 ``torchrun``, and every generation command with ``--device cuda``.
 """
 
+import json
 import math
 import subprocess
 import sys
@@ -174,6 +175,22 @@ def test_the_recipe_exits_0_at_the_time_limit(one_thread, corpus, tmp_path, caps
             *tiny_overrides(*corpus, max_steps=50, audio_every=100, max_minutes=TINY_LIMIT)]
     assert main("vctk", REPO / "recipes" / "vctk", argv) == 0
     assert "time-limited at step 1" in capsys.readouterr().out
+
+
+def test_cpu_bf16_autocasts_the_cpu_step_and_validation_only_when_asked(one_thread, corpus, tmp_path):
+    # train.bf16 (the default, on) is CUDA's; a CPU run stays float32 unless train.cpu_bf16 asks for it.
+    plain = train(_config(corpus, max_steps=2, audio_clips=0, valid_every=2, device="cpu"), tmp_path / "fp32",
+                  progress=False)
+    bf16 = train(_config(corpus, max_steps=2, audio_clips=0, valid_every=2, device="cpu", cpu_bf16=True),
+                 tmp_path / "bf16", progress=False)
+    assert plain.status == bf16.status == "finished"
+    assert "(bf16 autocast)" not in (tmp_path / "fp32" / "train.log").read_text()
+    assert "device cpu (bf16 autocast)" in (tmp_path / "bf16" / "train.log").read_text()
+    records = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+               for run in ("fp32", "bf16")]
+    first = [next(r["loss"] for r in rows if "loss" in r) for rows in records]
+    # the same start and data: bf16 rounding moves the first loss a little, not a lot, and not to zero
+    assert first[0] != first[1] and abs(first[0] - first[1]) < 0.02 * first[0]
 
 
 @pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])

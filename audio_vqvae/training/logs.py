@@ -237,7 +237,7 @@ def validation_round(writer: Any, log: RunLog, model: Any, loader: Any, corpus: 
                 break
             audio = batch["audio"].to(device)
             pitch = batch["pitch"].to(device) if model.needs_pitch else None
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(audio, batch["speaker"].to(device), pitch=pitch)
             nats += float(out.reconstruction) * audio.numel()
             samples += audio.numel()

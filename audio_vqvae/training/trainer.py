@@ -1,8 +1,8 @@
 """The training loop shared by every recipe.
 
 ``train(config, run_dir)`` prepares the corpus, builds the model with the corpus' speaker table
-and trains it: Adam with warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA,
-periodic validation, TensorBoard scalars, audio and images, and atomic, self-describing
+and trains it: Adam with warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA (on a CPU
+with ``train.cpu_bf16``), periodic validation, TensorBoard scalars, audio and images, and atomic, self-describing
 checkpoints from which ``resume=True`` continues exactly (same batches, same random numbers).
 
 A run directory holds::
@@ -191,7 +191,8 @@ class Trainer:
                 seed_everything(config.train.seed + 7919 * self.step + self.context.rank)
             self.log(f"resumed from {resume_from} at step {self.step} "
                      f"(epoch {self.epoch}, batch {self.batch_in_epoch})")
-        self.use_bf16 = config.train.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.use_bf16 = config.train.bf16 and (torch.cuda.is_bf16_supported() if self.device.type == "cuda"
+                                               else self.device.type == "cpu" and config.train.cpu_bf16)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -310,7 +311,7 @@ class Trainer:
         speaker = batch["speaker"].to(self.device, non_blocking=True)  # (B,)
         pitch = batch["pitch"].to(self.device, non_blocking=True) if self.model.needs_pitch else None  # (B, 3, T)
         self.train_model.train()
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             out = self.train_model(audio, speaker, pitch)
         parts = torch.stack([out["loss"].detach().float(), out["reconstruction"].detach().float(),
                              out["quantizer"].detach().float(), out["envelope"].detach().float()])
