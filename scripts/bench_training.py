@@ -13,7 +13,7 @@ audio, 8 speakers, f0 rows for a model with a source excitation (the demo's), an
 trainer: bf16 autocast on CUDA (``bf16``; ``fp32`` is float32 with TF32 matmuls, as the trainer sets them
 on CUDA), gradient clipping, Adam; ``--compile`` compiles the decoder as ``train.compile`` does. On a CPU
 the default is fp32 (the trainer's only CPU precision); ``--precision bf16`` there measures CPU bf16
-autocast (oneDNN; AMX or AVX-512 BF16 where the CPU has them), which the trainer does not use.
+autocast (oneDNN; AMX or AVX-512 BF16 where the CPU has them), as the trainer's ``train.cpu_bf16`` does.
 """
 
 from __future__ import annotations

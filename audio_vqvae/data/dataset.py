@@ -13,7 +13,8 @@ since a segment that is mostly padding teaches little but silence.
 Voiced crops (``candidates`` > 1): each crop draws that many offsets and keeps the one whose 10 ms
 pitch frames (the cache's f0) are most often voiced, the first on a tie. The WaveNet learns the glottal
 pulses late, and voiced samples are where they are; on the demo corpus random crops are 72 % voiced
-and the best of 4 86 %. ``candidates`` = 1 draws exactly today's single offset. Validation keeps 1.
+and the best of 4 86 %. ``candidates`` = 1 draws exactly the uniform offset of a dataset without
+the option. Validation keeps 1.
 
 Example:
     >>> dataset = SegmentDataset(corpus, "train", 16384, hop_length=64)   # doctest: +SKIP
