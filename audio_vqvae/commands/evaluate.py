@@ -1,4 +1,5 @@
-"""``audio-vqvae evaluate``: measure a checkpoint on the held-out split; JSON and markdown reports."""
+"""``audio-vqvae evaluate``: measure a checkpoint on the held-out split; JSON and markdown reports.
+``audio-vqvae compare``: several such reports side by side, against the demo's targets."""
 
 from __future__ import annotations
 
@@ -43,8 +44,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from audio_vqvae.atomic import atomic_write
+    from audio_vqvae.evaluation.compare import format_table, group_reports, load_reports
+
+    if args.out is not None and (Path(args.out).suffix != ".md" or Path(args.out).is_dir()):
+        raise InputError(f"{args.out}: --out must name a .md file")
+    table = format_table(group_reports(load_reports(args.reports)))
+    if args.out is not None:
+        atomic_write(args.out, lambda file: file.write(table), text=True)
+    print(table, end="")
+    if args.out is not None:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add ``evaluate`` to the ``audio-vqvae`` parser."""
+    """Add ``evaluate`` and ``compare`` to the ``audio-vqvae`` parser."""
+    _register_compare(subparsers)
     parser = subparsers.add_parser(
         "evaluate", help="measure a checkpoint on the held-out split (likelihood, codes, reconstruction, conversion)",
         description="Evaluate a checkpoint on the held-out split of its corpus: teacher-forced bits per sample, "
@@ -78,3 +95,16 @@ def register(subparsers) -> None:
                              "or cuda:<index>")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=cmd_evaluate)
+
+
+def _register_compare(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="evaluation reports side by side, one column per checkpoint, against the demo's targets",
+        description="Print a markdown table of the reports that `audio-vqvae evaluate` wrote: one column per "
+                    "checkpoint and evaluation setting, each seed's value joined with ' / ', the demo's targets and "
+                    "how many of them every seed of a column meets. See docs/evaluation.md.")
+    parser.add_argument("reports", nargs="+", metavar="[LABEL=]PATH",
+                        help="a report (.json) or a folder of reports; LABEL= heads its column (default: the run "
+                             "folder and step of the checkpoint)")
+    parser.add_argument("--out", help="also write the table to this .md file")
+    parser.set_defaults(func=cmd_compare)

@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "audio_vqvae.commands.data",        # prepare, demo-corpus
     "audio_vqvae.commands.generation",  # reconstruct, convert, encode, decode, speakers
     "audio_vqvae.commands.bench",       # bench
-    "audio_vqvae.commands.evaluate",    # evaluate
+    "audio_vqvae.commands.evaluate",    # evaluate, compare
 )
 
 
