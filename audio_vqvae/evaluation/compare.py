@@ -3,7 +3,7 @@
 ``audio-vqvae compare`` reads the JSON reports that ``audio-vqvae evaluate`` writes and prints the
 table that an ablation needs: the same measures for every model, each seed's value, the reference
 of the first report, and whether every seed of a column meets the demo's targets
-(:data:`DEMO_TARGETS`). The results page's ablation table is this command's output.
+(:data:`DEMO_TARGETS`), as the results page's ablation tables have it.
 
     >>> report = {"checkpoint": "runs/a/checkpoints/step-00000010.pt", "step": 10,
     ...           "settings": {"seed": 0, "utterances": 16, "conversions": 2, "seconds": 2.0, "temperature": 1.0},
