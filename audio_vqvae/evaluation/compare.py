@@ -27,7 +27,7 @@ _SAME_SETTINGS = ("utterances", "conversions", "seconds", "temperature")
 
 @dataclass(frozen=True)
 class Target:
-    """A threshold a measure must meet on every seed: ``value >= bound`` (``at_least``) or ``value <= bound``."""
+    """What a measure must meet on every seed: ``check(value, report)``, described by ``text``."""
 
     text: str
     check: Callable[[float, dict], bool]
@@ -51,6 +51,7 @@ class Column:
 
     heading: str
     reports: list[dict] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)  # the file of each report
 
     @property
     def seeds(self) -> list[int]:
@@ -72,7 +73,7 @@ def _share(value: float) -> str:
 
 
 def _percent(value: float) -> str:
-    return f"{100 * value:.1f} %"
+    return _share(value) + " %"
 
 
 def _db(value: float) -> str:
@@ -186,7 +187,6 @@ def group_reports(loaded: Sequence[tuple[Optional[str], Path, dict]]) -> list[Co
     or settings, or a column with one seed twice, is an error (the table would mix them silently).
     """
     columns: dict[tuple, Column] = {}
-    files: dict[tuple, Path] = {}
     for label, path, report in loaded:
         settings = report["settings"]
         key = (label, str(report["checkpoint"]), tuple(settings.get(name) for name in _SAME_SETTINGS))
@@ -200,11 +200,12 @@ def group_reports(loaded: Sequence[tuple[Optional[str], Path, dict]]) -> list[Co
         column = columns.setdefault(key, Column(heading))
         if settings["seed"] in column.seeds:
             raise InputError(f"{path}: seed {settings['seed']} of {report['checkpoint']} is already in "
-                             f"{files[(key, settings['seed'])]}")
-        files[(key, settings["seed"])] = path
+                             f"{column.paths[column.seeds.index(settings['seed'])]}")
         column.reports.append(report)
+        column.paths.append(path)
     for column in columns.values():
-        column.reports.sort(key=lambda report: report["settings"]["seed"])
+        order = sorted(range(len(column.reports)), key=lambda i: column.reports[i]["settings"]["seed"])
+        column.reports, column.paths = [column.reports[i] for i in order], [column.paths[i] for i in order]
     headings = [column.heading for column in columns.values()]
     for column in columns.values():
         if headings.count(column.heading) > 1:  # the same run and step under other settings
@@ -222,7 +223,7 @@ def cell(measure: Measure, column: Column) -> str:
 
 
 def meets(measure: Measure, column: Column) -> Optional[bool]:
-    """Whether every seed meets the measure's target; None when it has no target or no seed measured it."""
+    """Whether every seed meets the measure's target; None when it has no target or a seed did not measure it."""
     if measure.target is None:
         return None
     values = [(measure.value(report), report) for report in column.reports]
