@@ -177,8 +177,20 @@ def test_the_recipe_exits_0_at_the_time_limit(one_thread, corpus, tmp_path, caps
     assert "time-limited at step 1" in capsys.readouterr().out
 
 
-def test_cpu_bf16_autocasts_the_cpu_step_and_validation_only_when_asked(one_thread, corpus, tmp_path):
-    # train.bf16 (the default, on) is CUDA's; a CPU run stays float32 unless train.cpu_bf16 asks for it.
+def test_cpu_bf16_autocasts_the_cpu_step_only_when_asked_and_validates_in_float32(one_thread, corpus, tmp_path,
+                                                                                  monkeypatch):
+    # train.bf16 (the default, on) is CUDA's; a CPU run stays float32 unless train.cpu_bf16 asks for it, and even
+    # then its validation is float32, so that its curve is comparable with a float32 twin's.
+    from audio_vqvae.training import trainer as trainer_module
+
+    precisions = []
+    measure = trainer_module.validation_round
+
+    def recording(*args, bf16, **kwargs):
+        precisions.append(bf16)
+        return measure(*args, bf16=bf16, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "validation_round", recording)
     plain = train(_config(corpus, max_steps=2, audio_clips=0, valid_every=2, device="cpu"), tmp_path / "fp32",
                   progress=False)
     bf16 = train(_config(corpus, max_steps=2, audio_clips=0, valid_every=2, device="cpu", cpu_bf16=True),
@@ -191,6 +203,7 @@ def test_cpu_bf16_autocasts_the_cpu_step_and_validation_only_when_asked(one_thre
     first = [next(r["loss"] for r in rows if "loss" in r) for rows in records]
     # the same start and data: bf16 rounding moves the first loss a little, not a lot, and not to zero
     assert first[0] != first[1] and abs(first[0] - first[1]) < 0.02 * first[0]
+    assert precisions == [False, False]  # one validation per run (step 2), both in float32
 
 
 @pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])

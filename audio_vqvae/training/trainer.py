@@ -356,8 +356,11 @@ class Trainer:
     # ------------------------------------------------------------------ validation
 
     def _validate(self) -> None:
+        # On a CPU, bf16 (train.cpu_bf16) is a training-speed option: validation stays float32, so that a bf16 run's
+        # curve is measured exactly as its float32 twin's. On CUDA validation runs in the training precision.
         metrics = validation_round(self.writer, self.log, self.model, self.valid_loader, self.corpus, step=self.step,
-                                   batches=self.config.train.valid_batches, bf16=self.use_bf16)
+                                   batches=self.config.train.valid_batches,
+                                   bf16=self.use_bf16 and self.device.type == "cuda")
         self.last_valid = metrics
         self.metrics.write({"kind": "valid", "step": self.step, **metrics})
 
