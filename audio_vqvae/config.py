@@ -263,7 +263,8 @@ class DataConfig(_Config):
     valid_subsets: Tuple[str, ...] = ()
     mic: Literal["mic1", "mic2"] = "mic1"
     # Voiced crops: offsets drawn per training crop, the one with the most voiced 10 ms frames kept
-    # (audio_vqvae.data.dataset); 1 is a uniform crop. Validation crops stay uniform.
+    # (audio_vqvae.data.dataset); 1 is a uniform crop. Validation crops stay uniform. The demo keeps 1: at equal
+    # wall time 4 gave better codes and a worse, less voiced decoder (docs/results.md).
     crop_candidates: int = 1
 
     def validate(self) -> None:
@@ -310,7 +311,8 @@ class TrainConfig(_Config):
     # C++ compiler (measured on the demo: docs/results.md, "Learning per CPU-second").
     compile: bool = False
     # bf16 autocast on a CPU as well (oneDNN; ``bf16`` alone applies to CUDA only). Off by default: on the
-    # demo it is 1.09x faster eager (docs/results.md). Validation stays float32 on a CPU (Trainer._validate).
+    # demo it is 1.11x faster per compiled step, but its validation curve lags float32's by 0.05-0.09 bits
+    # at equal steps (docs/results.md). Validation stays float32 on a CPU (Trainer._validate).
     cpu_bf16: bool = False
 
     def validate(self) -> None:
