@@ -161,6 +161,10 @@ def test_max_minutes_stops_after_the_first_step_past_the_limit_with_a_checkpoint
     assert result.checkpoint == tmp_path / "run" / "checkpoints" / "step-00000001.pt" and result.checkpoint.exists()
     log = (tmp_path / "run" / "train.log").read_text()
     assert "time limit train.max_minutes=1e-08 reached" in log and "continue with --resume" in log
+    # The stopping step is validated (valid_every is 4), like the last step of a finished run.
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "valid"] == [1]
+    assert result.valid["bits_per_sample"] > 0 and "valid step 1:" in log
     # It resumes like any other checkpoint, and a generous limit lets the run finish.
     # (No audio round: the fused kernels' numba threads were started by other tests of this process.)
     again = train(_config(corpus, max_steps=3, audio_clips=0, max_minutes=60), tmp_path / "run", resume=True,

@@ -210,6 +210,7 @@ class Trainer:
         self._loop_started = 0.0  # perf_counter at the start of fit's loop (train.max_minutes counts from it)
         self.last_checkpoint: Optional[Path] = resume_from
         self.last_valid: dict = {}
+        self.valid_step = -1  # the step last_valid measured
         # Last: nothing after it may raise and leave a half-built trainer holding a DDP reducer.
         self.train_model = DistributedModel(self.model, self.context)
 
@@ -246,6 +247,11 @@ class Trainer:
                 self.log(f"interrupted at step {self.step}; continue with --resume (same --out)")
             elif status == "time-limited":
                 self.log(f"time limit train.max_minutes={train.max_minutes:g} reached: stopping after step {self.step}")
+                # A time box is a planned end: the checkpoint it leaves is measured like a finished run's last one.
+                # (An interrupt is not: Ctrl-C wants out now.)
+                if self.is_main and self.valid_loader is not None and self.valid_step != self.step:
+                    self._validate()
+                barrier(self.context)
                 self._save_checkpoint()
                 self.log(f"stopped at step {self.step} by the time limit; continue with --resume (same --out)")
             else:
@@ -361,7 +367,7 @@ class Trainer:
         metrics = validation_round(self.writer, self.log, self.model, self.valid_loader, self.corpus, step=self.step,
                                    batches=self.config.train.valid_batches,
                                    bf16=self.use_bf16 and self.device.type == "cuda")
-        self.last_valid = metrics
+        self.last_valid, self.valid_step = metrics, self.step
         self.metrics.write({"kind": "valid", "step": self.step, **metrics})
 
     # ------------------------------------------------------------------ checkpoints
