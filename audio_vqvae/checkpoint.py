@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import re
@@ -30,7 +31,7 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from audio_vqvae.atomic import atomic_write
+from audio_vqvae.atomic import atomic_write_bytes
 from audio_vqvae.config import ConfigError, ExperimentConfig, ModelConfig
 from audio_vqvae.errors import CheckpointError, InputError
 from audio_vqvae.model import VQVAE
@@ -42,8 +43,14 @@ _CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    atomic_write(path, lambda file: torch.save(obj, file))
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
+
+    Serialised in memory first, so that a full disk is known before anything is written and its one-line
+    error says how much the checkpoint needs (:class:`~audio_vqvae.filesystem.DiskFullError`).
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def save_checkpoint(path: Union[str, Path], model: VQVAE, extra: Optional[dict] = None) -> None:

@@ -257,6 +257,9 @@ class DataConfig(_Config):
     batch_size: int = 16
     num_workers: int = 2
     trim_silence_db: Optional[float] = 40.0
+    # Speech RMS in dBFS that prepare scales every utterance to (null: kept as recorded); generation scales a
+    # user's recording the same way before encoding it (audio_vqvae.data.audio.model_input).
+    level_db: Optional[float] = -24.0
     valid_utterances_per_speaker: int = 2
     valid_speakers: Tuple[str, ...] = ()
     train_subsets: Tuple[str, ...] = ("train-clean-100",)
@@ -280,6 +283,8 @@ class DataConfig(_Config):
         _require_range(self, "valid_utterances_per_speaker", "data", minimum=0)
         if self.trim_silence_db is not None:
             _require_range(self, "trim_silence_db", "data", above=0.0, maximum=120.0, extra="or null (no trimming)")
+        if self.level_db is not None:
+            _require_range(self, "level_db", "data", minimum=-60.0, maximum=0.0, extra="or null (keep the level)")
 
 
 @dataclass

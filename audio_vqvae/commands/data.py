@@ -15,6 +15,7 @@ from audio_vqvae.data.demo import make_demo_corpus
 from audio_vqvae.data.paths import default_data_dir
 from audio_vqvae.data.prepare import prepare_corpus
 from audio_vqvae.errors import CorpusNotFoundError
+from audio_vqvae.filesystem import disk_full_cause, disk_full_error
 from audio_vqvae.options import COUNT, Number, display_command
 
 # Telephone band to studio rates; outside it a rate is a typo (16 for 16000).
@@ -104,6 +105,10 @@ def run_prepare(args: argparse.Namespace) -> int:
         except CorpusNotFoundError as err:
             raise CorpusNotFoundError(f"{err}; or, without any download: {display_command('audio-vqvae')} prepare "
                                       "--corpus demo (builds the bundled demo corpus)") from None
+        except OSError as err:  # a log or index file appended to in place (the cache files are written atomically)
+            if disk_full_cause(err) is None:
+                raise
+            raise disk_full_error(err.filename or args.out or default_data_dir()) from err
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -26,6 +26,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: --out must name a .json file (the markdown summary goes next to it)")
     if out.is_dir() or markdown_path(out).is_dir():
         raise InputError(f"{out}: --out and {markdown_path(out).name} next to it must be files, not folders")
+    from audio_vqvae.filesystem import check_writable  # every output, in one line, before minutes of work
+    for path, folder in [(out, False), (markdown_path(out), False), (args.run_dir and Path(args.run_dir), True)]:
+        path and check_writable(path, folder=folder)
     settings = EvaluationSettings(utterances=args.utterances, conversions=args.conversions, seconds=args.seconds,
                                   temperature=args.temperature, seed=args.seed,
                                   classifier_utterances=args.classifier_utterances)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from audio_vqvae.errors import InputError
+from audio_vqvae.filesystem import check_writable
 from audio_vqvae.options import POSITIVE_INT, SEED, TEMPERATURE, Number, device
 
 # Four octaves either way covers any voice; beyond that the f0 leaves the range pitch tracking reports.
@@ -50,6 +51,17 @@ def _load(checkpoint: str, device: str = "cpu"):
     from audio_vqvae.checkpoint import load_model
 
     return load_model(checkpoint, map_location=device)
+
+
+def _load_for_encoding(checkpoint: str, device: str = "cpu"):
+    """The model and the speech level its training audio was prepared at (``data.level_db`` of the run; -24 dBFS,
+    prepare's default, for a checkpoint that does not say), at which its inputs are read."""
+    from audio_vqvae.checkpoint import load_checkpoint, model_from_checkpoint
+    from audio_vqvae.data.audio import DEFAULT_LEVEL_DB
+
+    payload = load_checkpoint(checkpoint, map_location=device)
+    data = (payload.get("experiment") or {}).get("data") or {}
+    return model_from_checkpoint(payload, checkpoint, device), data.get("level_db", DEFAULT_LEVEL_DB)
 
 
 def speaker_names(model) -> list[str]:
@@ -171,11 +183,12 @@ def run_jobs(model, jobs: Sequence[Job], temperature: float, method: str, batch_
             bar.close()
 
 
-def _encode_file(model, path: Path) -> Encoded:
+def _encode_file(model, path: Path, level_db: Optional[float]) -> Encoded:
+    """Codes (and f0) of an audio file, read as training audio was prepared: at speech level ``level_db``."""
     from audio_vqvae.generation.audio_io import load_audio
     from audio_vqvae.pitch import log_f0_stats, track_pitch
 
-    audio = load_audio(path, model.config.sample_rate)
+    audio = load_audio(path, model.config.sample_rate, level_db=level_db)
     if audio.shape[0] < model.hop_length:
         raise InputError(f"{path}: too short: {audio.shape[0]} samples, the model needs at least {model.hop_length}")
     codes = model.encode(audio.unsqueeze(0).to(next(model.parameters()).device))[0].cpu()
@@ -232,7 +245,8 @@ def _add_keep_pitch(parser: argparse.ArgumentParser) -> None:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     _check_method(args)
-    model = _load(args.checkpoint, args.device)
+    check_writable(Path(args.output))  # before any work
+    model, level_db = _load_for_encoding(args.checkpoint, args.device)
     path = Path(args.input)
     if args.speaker:
         name, speaker = resolve_speakers(model, args.speaker)[0]
@@ -242,7 +256,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise InputError(f"{path.name}: cannot tell the speaker from the file name; pass --speaker "
                              f"(known speakers: {', '.join(speaker_names(model))})")
         speaker = model.speaker_id(name)
-    encoded = _encode_file(model, path)
+    encoded = _encode_file(model, path, level_db)
     # Reconstruction keeps the speaker, so the file's own contour (shifted by --pitch-shift, if asked).
     job = Job(encoded.codes, speaker, Path(args.output), args.seed,
               job_pitch(model, encoded, speaker, keep_pitch=True, semitones=args.pitch_shift))
@@ -253,9 +267,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     _check_method(args)
-    model = _load(args.checkpoint, args.device)
-    targets = resolve_speakers(model, args.speaker)
     source, output = Path(args.input), Path(args.output)
+    check_writable(output, folder=output.is_dir() or source.is_dir())  # before any work (and again for a folder)
+    model, level_db = _load_for_encoding(args.checkpoint, args.device)
+    targets = resolve_speakers(model, args.speaker)
     if source.is_dir():
         files = _input_files(source)
         to_folder = True
@@ -266,9 +281,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"{source}: input not found")
     if to_folder and output.exists() and not output.is_dir():
         raise InputError(f"{output}: exists and is not a folder (several outputs need a folder)")
+    check_writable(output, folder=to_folder)
     jobs = []
     for path in files:
-        encoded = _encode_file(model, path)  # every input is read before anything is generated
+        encoded = _encode_file(model, path, level_db)  # every input is read before anything is generated
         known = speaker_from_file_name(model, path)
         source_stats = _table_stats(model, model.speaker_id(known)) if known else None
         for name, speaker in targets:
@@ -287,23 +303,30 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from audio_vqvae.generation.audio_io import atomic_write
+    import io
 
-    model = _load(args.checkpoint, args.device)
+    from audio_vqvae.atomic import atomic_write_bytes
+
     output = Path(args.output)
+    check_writable(output)  # before any work
+    model, level_db = _load_for_encoding(args.checkpoint, args.device)
     wanted = ".npz" if model.needs_pitch else ".npy"
     if output.suffix != wanted:
         raise InputError(f"{output}: this model's codes file is {wanted} "
                          f"({'codes and f0' if model.needs_pitch else 'codes only'}); name the output *{wanted}")
-    encoded = _encode_file(model, Path(args.input))
+    encoded = _encode_file(model, Path(args.input), level_db)
     codes = encoded.codes
+    arrays = {}
     if model.needs_pitch:
         arrays = {"codes": codes.numpy().astype(np.int64), "f0": encoded.f0.astype(np.float32),
                   "log_f0": np.asarray(encoded.log_f0, np.float64),
                   "sample_rate": np.asarray(model.config.sample_rate, np.int64)}
-        atomic_write(output, lambda file: np.savez(file, **arrays))
+    buffer = io.BytesIO()
+    if model.needs_pitch:
+        np.savez(buffer, **arrays)
     else:
-        atomic_write(output, lambda file: np.save(file, codes.numpy().astype(np.int64)))
+        np.save(buffer, codes.numpy().astype(np.int64))
+    atomic_write_bytes(output, buffer.getbuffer())
     from audio_vqvae.evaluation.metrics import code_statistics
 
     num_codes = model.config.quantizer.num_codes
@@ -318,6 +341,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     _check_method(args)
+    check_writable(Path(args.output))  # before any work
     model = _load(args.checkpoint, args.device)
     name, speaker = resolve_speakers(model, args.speaker)[0]
     path = Path(args.input)

@@ -42,6 +42,7 @@ FRAME_SECONDS = 0.025
 HOP_SECONDS = 0.010
 LEVEL_ESTIMATE_DB = 40.0     # frames within this many dB of the loudest count as speech for the level
 PEAK_LIMIT = 0.99
+DEFAULT_LEVEL_DB = -24.0     # speech RMS in dBFS that prepare scales every utterance to
 
 
 @dataclass
@@ -110,21 +111,43 @@ def process_file(path: Union[str, Path], *, sample_rate: int, trim_silence_db: O
     if peak < 10 ** (SILENCE_PEAK_DB / 20):
         peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
         return Rejected(f"silent (peak {peak_db:.0f} dBFS)", rate, channels)
+    prepared = model_input(mono, rate, sample_rate=sample_rate, trim_silence_db=trim_silence_db, level_db=level_db)
+    if len(prepared.pcm) < MIN_SECONDS * sample_rate:
+        return Rejected(f"too short after trimming silence ({len(prepared.pcm) / sample_rate:.2f} s < {MIN_SECONDS} s)",
+                        rate, channels)
+    return Processed(audio=prepared.pcm, source_rate=rate, channels=channels, warnings=warnings,
+                     trim_start=prepared.trim_start, resampled_length=prepared.resampled_length)
+
+
+@dataclass
+class ModelInput:
+    """Audio as the model is trained on it: ``pcm`` int16[T] (read as ``pcm / 32768``), where it begins in the
+    resampled file (``trim_start``) and that file's length (``resampled_length``), samples at the model rate."""
+
+    pcm: np.ndarray
+    trim_start: int
+    resampled_length: int
+
+
+def model_input(mono: np.ndarray, rate: int, *, sample_rate: int, trim_silence_db: Optional[float],
+                level_db: Optional[float]) -> ModelInput:
+    """Resample, trim and level-normalise float[T] mono audio at ``rate``, then round it to 16 bits.
+
+    The one transformation behind both ``prepare`` (every training utterance, trimmed) and the generation
+    commands (a user's recording, untrimmed): the encoder meets speech at the level it was trained on,
+    however loud or quiet the recording. Resampling is soxr's high-quality filter.
+    """
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
-    frame_db = frame_levels_db(mono, sample_rate)
     resampled_length, start = len(mono), 0
     if trim_silence_db is not None:
+        frame_db = frame_levels_db(mono, sample_rate)
         start, stop = speech_bounds(frame_db, sample_rate, len(mono), top_db=trim_silence_db)
         mono = mono[start:stop]
-    if len(mono) < MIN_SECONDS * sample_rate:
-        return Rejected(f"too short after trimming silence ({len(mono) / sample_rate:.2f} s < {MIN_SECONDS} s)",
-                        rate, channels)
-    if level_db is not None:
+    if level_db is not None and len(mono):
         mono = normalise_level(mono, sample_rate, level_db)
     pcm = np.round(np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
-    return Processed(audio=pcm, source_rate=rate, channels=channels, warnings=warnings, trim_start=start,
-                     resampled_length=resampled_length)
+    return ModelInput(pcm, start, resampled_length)
 
 
 def frame_levels_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 
 from audio_vqvae.atomic import atomic_write
 from audio_vqvae.data.alignments import frame_labels
+from audio_vqvae.data.cache_check import raise_if_damaged
 from audio_vqvae.errors import InputError
 from audio_vqvae.pitch import pitch_hop, sample_pitch
 
@@ -87,15 +88,18 @@ class PreparedCorpus:
         if manifest.get("format") != CACHE_FORMAT:
             raise InputError(f"{cache_dir}: cache format {manifest.get('format')!r}, expected {CACHE_FORMAT}; "
                              "run `audio-vqvae prepare` again")
-        try:
-            utterances = read_json(cache_dir / "utterances.json")
-            speakers = read_json(cache_dir / "speakers.json")
-            splits = read_json(cache_dir / "splits.json")
-        except (FileNotFoundError, json.JSONDecodeError) as err:
-            raise InputError(f"{cache_dir}: incomplete cache ({err}); run `audio-vqvae prepare` again") from None
+        index = {}
+        for name in ("utterances.json", "speakers.json", "splits.json"):
+            try:
+                index[name] = read_json(cache_dir / name)
+            except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise InputError(f"{cache_dir / name}: incomplete cache ({err}); run `audio-vqvae prepare` again "
+                                 "with the same settings (it rebuilds what is damaged)") from None
+        utterances, speakers, splits = index["utterances.json"], index["speakers.json"], index["splits.json"]
         if splits.get("split_hash") != manifest.get("split_hash") or len(utterances) != manifest["num_utterances"]:
             raise InputError(f"{cache_dir}: index files do not match manifest.json (interrupted update?); "
                              "run `audio-vqvae prepare` again")
+        raise_if_damaged(cache_dir, manifest, utterances)  # sizes, .npy headers, offsets: cheap, no checksums
         return cls(cache_dir, manifest, utterances, speakers, splits)
 
     @property

@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,21 +53,27 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
-from audio_vqvae.atomic import atomic_write
+from audio_vqvae.atomic import TEMPORARY_SUFFIX, atomic_write
 from audio_vqvae.config import DataConfig
 from audio_vqvae.data.alignments import cache_segments, match_alignments, phone_inventory, read_alignments
-from audio_vqvae.data.audio import Processed, process_file
+from audio_vqvae.data.audio import DEFAULT_LEVEL_DB, Processed, process_file
+from audio_vqvae.data.cache_check import CORE_FILES, check_cache, file_record
 from audio_vqvae.data.corpora import CorpusScan, SourceUtterance, count_reasons, locate_corpus, reader, scan_corpus
 from audio_vqvae.data.corpus import CACHE_FORMAT, PreparedCorpus, read_json, write_json_atomic
 from audio_vqvae.data.paths import default_data_dir
 from audio_vqvae.errors import InputError
+from audio_vqvae.filesystem import DiskFullError, check_free_space, check_writable, disk_full_cause, disk_full_error
+from audio_vqvae.folder_lock import LOCK_NAME, hold_folder
 from audio_vqvae.pitch import TRACKER, log_f0_stats, measure_phase, track_pitch
 
 logger = logging.getLogger(__name__)
 
+# The files (and folder) a cache folder may hold; anything else means the folder is not a cache.
+CACHE_NAMES = {"manifest.json", "audio.npy", "pitch.npy", "utterances.json", "speakers.json", "splits.json",
+               "report.json", "prepare.log", ".work", "phones.npy", "phones.json", LOCK_NAME}
+NPY_HEADER_BYTES = 128
 PROCESSING_VERSION = 3   # bump when process_file's output changes for the same settings (2: pitch.npy, 3: trim_start)
 CHUNK_FILES = 32
-DEFAULT_LEVEL_DB = -24.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,7 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
                    train_subsets: Sequence[str] = ("train-clean-100",), valid_subsets: Sequence[str] = (),
                    mic: str = "mic1", num_workers: int = 2, progress: bool = True,
                    level_db: Optional[float] = DEFAULT_LEVEL_DB,
-                   alignments: Optional[Union[str, Path]] = None) -> PreparedCorpus:
+                   alignments: Optional[Union[str, Path]] = None, rebuild: bool = True) -> PreparedCorpus:
     """Decode, clean and store a corpus in ``out_dir``; reuse ``out_dir`` when it already holds it.
 
     Args:
@@ -147,12 +156,20 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
         alignments: a folder (or file) of phone alignments, TextGrids or ``.item`` files
             (:mod:`audio_vqvae.data.alignments`). None keeps the alignments the cache already has, or
             uses ``<corpus root>/alignments`` where it exists (the demo corpus has one).
+        rebuild: rebuild a cache in ``out_dir`` made with other processing settings (False: refuse in one line;
+            training and evaluation never rebuild a cache the user named under settings of their own).
+
+    A finished cache is checked first, every byte against the checksums in its manifest: a damaged split or
+    alignment file is written again, damaged audio, pitch or index files rebuild the cache. One ``prepare`` at
+    a time writes a cache folder (a second waits, then finds it ready).
 
     Returns:
         The :class:`PreparedCorpus` in ``out_dir``; its ``report`` lists rejected files.
 
     Raises:
-        InputError: missing or unrecognisable corpus, unknown held-out speaker, ``out_dir`` not a cache.
+        InputError: missing or unrecognisable corpus, unknown held-out speaker, ``out_dir`` not a cache or not
+            writable, or (without ``rebuild``) a cache of other settings.
+        DiskFullError: the cache does not fit (what it needs and what is free; temporary files removed).
     """
     start_time = time.perf_counter()
     entry, data_root = locate_corpus(corpus, data_root, num_workers=num_workers)
@@ -165,34 +182,81 @@ def prepare_corpus(corpus: str, data_root: Optional[Union[str, Path]], out_dir: 
                           valid_subsets=tuple(valid_subsets) if subsets else ())
     if split.valid_utterances_per_speaker < 0:
         raise InputError(f"valid utterances per speaker must be >= 0, got {valid_utterances_per_speaker}")
-    scan = scan_corpus(entry.name, data_root, mic=mic, subsets=settings.subsets)
     out_dir = Path(out_dir).expanduser() if out_dir else default_cache_dir(corpus, settings)
+    check_writable(out_dir, folder=True)  # before the scan, and the decoding
+    scan = scan_corpus(entry.name, data_root, mic=mic, subsets=settings.subsets)
     fingerprint = _source_fingerprint(scan)
-    manifest = _read_manifest(out_dir)
 
-    if (manifest is not None and manifest.get("processing_hash") == settings.digest()
-            and manifest.get("source_fingerprint") == fingerprint):
-        if manifest.get("split_hash") != split.digest():
-            logger.info("%s: split settings changed; recomputing the split (audio is reused)", out_dir)
-            _write_split(out_dir, manifest, split)
-        else:
-            logger.info("%s: cache is up to date", out_dir)
-        attach_alignments(out_dir, _alignment_source(alignments, manifest, scan.root))
+    def waiting(holder: dict) -> None:
+        logger.info("%s: waiting for process %s, which is preparing this cache", out_dir, holder.get("pid", "?"))
+
+    with hold_folder(out_dir, waiting=waiting):
+        manifest = _read_manifest(out_dir)
+        if manifest is not None and manifest.get("processing_hash") != settings.digest() and not rebuild:
+            raise InputError(f"{out_dir}: this cache was prepared with other settings "
+                             f"({_differences(manifest.get('settings') or {}, asdict(settings))}); it is not rebuilt "
+                             "under different ones: point data.cache_dir at another folder, or run "
+                             "`audio-vqvae prepare --out` on it to rebuild it deliberately")
+        if (manifest is not None and manifest.get("processing_hash") == settings.digest()
+                and manifest.get("source_fingerprint") == fingerprint):
+            prepared = _reuse(out_dir, manifest, split, _alignment_source(alignments, manifest, scan.root))
+            if prepared is not None:
+                _log_summary(prepared, skipped=False)
+                return prepared
+            manifest = {}  # damaged beyond the split and alignments: rebuilt below
+
+        _claim_out_dir(out_dir, manifest)
+        if manifest:
+            logger.info("%s: cache was made with other settings or source files; rebuilding", out_dir)
+        elif manifest is not None:
+            logger.info("%s: rebuilding the damaged cache", out_dir)
+        results = _process_all(scan, settings, out_dir / ".work", num_workers=num_workers, progress=progress)
+        manifest = _assemble(scan, settings, fingerprint, results, out_dir, elapsed=time.perf_counter() - start_time)
+        manifest = _write_split(out_dir, manifest, split)
+        manifest = attach_alignments(out_dir, _alignment_source(alignments, None, scan.root), manifest)
+        _write_manifest(out_dir, manifest)  # last: only now is the folder a finished cache
+        shutil.rmtree(out_dir / ".work", ignore_errors=True)
         prepared = PreparedCorpus.open(out_dir)
-        _log_summary(prepared, skipped=False)
-        return prepared
-
-    _claim_out_dir(out_dir, manifest)
-    if manifest is not None:
-        logger.info("%s: cache was made with other settings or source files; rebuilding", out_dir)
-    results = _process_all(scan, settings, out_dir / ".work", num_workers=num_workers, progress=progress)
-    manifest = _assemble(scan, settings, fingerprint, results, out_dir, elapsed=time.perf_counter() - start_time)
-    _write_split(out_dir, manifest, split)
-    attach_alignments(out_dir, _alignment_source(alignments, None, scan.root))
-    shutil.rmtree(out_dir / ".work", ignore_errors=True)
-    prepared = PreparedCorpus.open(out_dir)
     _log_summary(prepared, skipped=True)
     return prepared
+
+
+def _reuse(out_dir: Path, manifest: dict, split: SplitSettings, alignments: Optional[Path]) -> Optional[PreparedCorpus]:
+    """A finished cache of the same settings and sources: checked against its checksums, its split and alignments
+    brought up to date (and written again where damaged). None when its audio or index is damaged (rebuild)."""
+    _remove_leftovers(out_dir)
+    try:
+        utterances = read_json(out_dir / "utterances.json")
+    except (OSError, ValueError):
+        utterances = None
+    legacy = "files" not in manifest  # written before caches recorded their files: checked by structure only
+    problems = check_cache(out_dir, manifest, utterances, checksums=True)
+    if utterances is None:
+        problems.setdefault("utterances.json", "not readable as JSON")
+    for name, problem in problems.items():
+        logger.warning("%s: damaged cache file: %s", out_dir / name, problem)
+    if any(name in CORE_FILES for name in problems):
+        return None
+    updated = dict(manifest)
+    if manifest.get("split_hash") != split.digest() or "splits.json" in problems:
+        logger.info("%s: %s; recomputing the split (audio is reused)", out_dir,
+                    "splits.json is damaged" if "splits.json" in problems else "split settings changed")
+        updated = _write_split(out_dir, updated, split)
+    updated = attach_alignments(out_dir, alignments, updated,
+                                force=bool({"phones.npy", "phones.json"} & set(problems)))
+    if legacy:
+        updated["files"] = {name: file_record(out_dir / name) for name in _cache_files(out_dir)}
+    if updated != manifest:
+        _write_manifest(out_dir, updated)
+    else:
+        logger.info("%s: cache is up to date", out_dir)
+    return PreparedCorpus.open(out_dir)
+
+
+def _differences(old: dict, new: dict) -> str:
+    """``sample_rate 8000 -> 16000, level_db -24.0 -> None``: the settings that differ."""
+    changed = [key for key in new if key != "data_root" and old.get(key) != new[key]]
+    return ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in changed) or "its corpus root differs"
 
 
 # --------------------------------------------------------------------------- worker side
@@ -207,10 +271,22 @@ class _ChunkTask:
     level_db: Optional[float]
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     # One thread per worker (the pool already uses the cores). Workers only run numpy, soxr and
     # libsndfile, never torch, so forking a parent that holds torch's thread pool is safe.
     os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker whose parent is killed (``kill -9``) dies too, instead of writing chunks for nobody."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -262,6 +338,8 @@ def _process_all(scan: CorpusScan, settings: ProcessingSettings, work_dir: Path,
                  progress: bool) -> list[Path]:
     """Run every chunk that is not already in ``work_dir``; return the chunk files in corpus order."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in work_dir.glob(f".*{TEMPORARY_SUFFIX}"):  # a chunk being written when a worker was killed
+        leftover.unlink(missing_ok=True)
     tasks = []
     for start in range(0, len(scan.utterances), CHUNK_FILES):
         items = scan.utterances[start:start + CHUNK_FILES]
@@ -275,19 +353,39 @@ def _process_all(scan: CorpusScan, settings: ProcessingSettings, work_dir: Path,
     done = sum(len(t.paths) for t in tasks) - sum(len(t.paths) for t in todo)
     bar = tqdm(total=len(scan.utterances), initial=done, unit="file", desc="prepare", disable=not progress,
                dynamic_ncols=True)
-    with bar:
-        if num_workers <= 1:
-            for task in todo:
-                _process_chunk(task)
-                bar.update(len(task.paths))
-        else:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=num_workers, mp_context=_pool_context(),
-                                                        initializer=_init_worker) as pool:
-                futures = {pool.submit(_process_chunk, task): task for task in todo}
-                for future in concurrent.futures.as_completed(futures):
-                    future.result()
-                    bar.update(len(futures[future].paths))
+    try:
+        with bar:
+            _run_chunks(todo, bar, num_workers)
+    except DiskFullError:
+        raise disk_full_error(work_dir.parent, _estimated_bytes(tasks), estimate=True) from None
     return [Path(t.out_path) for t in tasks]
+
+
+def _run_chunks(todo: list[_ChunkTask], bar: tqdm, num_workers: int) -> None:
+    if num_workers <= 1:
+        for task in todo:
+            _process_chunk(task)
+            bar.update(len(task.paths))
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=num_workers, mp_context=_pool_context(),
+                                                initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(_process_chunk, task): task for task in todo}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                bar.update(len(futures[future].paths))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # e.g. a full disk: the other chunks would fail too
+            raise
+
+
+def _estimated_bytes(tasks: list[_ChunkTask]) -> Optional[int]:
+    """About what a whole preparation needs on disk, extrapolated from the chunks done: chunks plus the cache."""
+    done = [(Path(t.out_path).stat().st_size, len(t.paths)) for t in tasks if Path(t.out_path).exists()]
+    files = sum(n for _, n in done)
+    if not files:
+        return None
+    return 2 * sum(size for size, _ in done) * sum(len(t.paths) for t in tasks) // files
 
 
 def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, chunk_paths: list[Path],
@@ -302,15 +400,20 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
         total_frames += sum(m["frames"] for m in meta if m["kept"])
     assert len(metas) == len(scan.utterances)
 
-    tmp_audio = out_dir / ".audio.npy.tmp"
-    tmp_pitch = out_dir / ".pitch.npy.tmp"
-    audio = np.lib.format.open_memmap(tmp_audio, mode="w+", dtype=np.int16, shape=(total,))
-    pitch = np.lib.format.open_memmap(tmp_pitch, mode="w+", dtype=np.float32, shape=(total_frames, 2))
+    # Written through ordinary writes, not a memory map: on a full disk a write fails with ENOSPC, where a
+    # memory-mapped sparse file dies of SIGBUS. The space is checked first, with a margin for the index files.
+    needed = 2 * total + 8 * total_frames + 2 * NPY_HEADER_BYTES + 512 * len(metas) + 2**20
+    check_free_space(out_dir, needed)
+    arrays = _ArrayWriters(out_dir, needed, {"audio.npy": (np.int16, (total,)),
+                                             "pitch.npy": (np.float32, (total_frames, 2))})
     utterances, rejected, warnings = [], [], []
     offset, position, frame_offset = 0, 0, 0
     voiced_f0: dict[str, list[np.ndarray]] = {}
     for path in chunk_paths:
         chunk_audio, chunk_pitch, meta = _read_chunk(path)
+        # A chunk holds its kept utterances back to back, in corpus order: it is appended whole.
+        arrays.append("audio.npy", chunk_audio)
+        arrays.append("pitch.npy", chunk_pitch)
         cursor = frame_cursor = 0
         for item in meta:
             source: SourceUtterance = scan.utterances[position]
@@ -320,8 +423,6 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
                 rejected.append((relative, item["reason"]))
                 continue
             length, frames = item["length"], item["frames"]
-            audio[offset:offset + length] = chunk_audio[cursor:cursor + length]
-            pitch[frame_offset:frame_offset + frames] = chunk_pitch[frame_cursor:frame_cursor + frames]
             voiced_f0.setdefault(source.speaker, []).append(chunk_pitch[frame_cursor:frame_cursor + frames, 0])
             utterances.append({"name": source.name, "speaker": source.speaker, "offset": offset, "length": length,
                                "text": source.text, "source": relative, "key": source.key, "subset": source.subset,
@@ -332,11 +433,7 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
             offset += length
             frame_cursor += frames
             frame_offset += frames
-    audio.flush()
-    pitch.flush()
-    del audio, pitch
-    os.replace(tmp_audio, out_dir / "audio.npy")
-    os.replace(tmp_pitch, out_dir / "pitch.npy")
+    files = arrays.finish()
     write_json_atomic(out_dir / "utterances.json", utterances)
 
     rates = Counter(str(m["source_rate"]) for m in metas if m["source_rate"])
@@ -367,7 +464,65 @@ def _assemble(scan: CorpusScan, settings: ProcessingSettings, fingerprint: str, 
         "format": CACHE_FORMAT, "layout": scan.layout, "root": str(scan.root), "settings": asdict(settings),
         "processing_hash": settings.digest(), "source_fingerprint": fingerprint, "sample_rate": settings.sample_rate,
         "num_utterances": len(utterances), "num_speakers": len(speakers), "total_samples": total,
+        "total_frames": total_frames, "files": files,
     }
+
+
+class _ArrayWriters:
+    """``.npy`` files written front to back into temporary files, checksummed on the way, renamed by
+    :meth:`finish`; on any failure the temporary files are removed (a full disk becomes a one-line error)."""
+
+    def __init__(self, out_dir: Path, needed: int, arrays: dict[str, tuple[Any, tuple]]):
+        self.out_dir, self.needed = out_dir, needed
+        self.expected = {name: np.dtype(dtype) for name, (dtype, _) in arrays.items()}
+        self.handles, self.crcs = {}, {}
+        try:
+            for name, (dtype, shape) in arrays.items():
+                self.handles[name] = open(self._temporary(name), "wb")
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                              "fortran_order": False, "shape": shape})
+                self.crcs[name] = 0
+                self._write(name, header.getvalue())
+        except BaseException as err:
+            self._fail(err)
+
+    def _temporary(self, name: str) -> Path:
+        return self.out_dir / f".{name}{TEMPORARY_SUFFIX}"
+
+    def _write(self, name: str, data: bytes) -> None:
+        self.handles[name].write(data)
+        self.crcs[name] = zlib.crc32(data, self.crcs[name])
+
+    def append(self, name: str, array: np.ndarray) -> None:
+        try:
+            self._write(name, np.ascontiguousarray(array, dtype=self.expected[name]).tobytes())
+        except BaseException as err:
+            self._fail(err)
+
+    def finish(self) -> dict:
+        """Flush, sync and rename into place; returns the manifest's records of the files."""
+        try:
+            for name, handle in self.handles.items():
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+            for name in self.handles:
+                os.replace(self._temporary(name), self.out_dir / name)
+        except BaseException as err:
+            self._fail(err)
+        return {name: file_record(self.out_dir / name, self.crcs[name]) for name in self.handles}
+
+    def _fail(self, err: BaseException) -> None:
+        for name, handle in self.handles.items():
+            try:
+                handle.close()
+            except OSError:
+                pass  # closing flushes, which may fail again on a full disk: the file goes anyway
+            self._temporary(name).unlink(missing_ok=True)
+        if disk_full_cause(err) is not None:
+            raise disk_full_error(self.out_dir, self.needed) from err
+        raise err
 
 
 def _pitch_stats(f0: np.ndarray) -> dict:
@@ -378,8 +533,9 @@ def _pitch_stats(f0: np.ndarray) -> dict:
             "voiced_share": round(float(np.mean(f0 > 0)), 4) if f0.size else 0.0}
 
 
-def _write_split(out_dir: Path, manifest: dict, split: SplitSettings) -> None:
-    """Compute the train/valid split of the cached utterances; write ``splits.json`` then the manifest."""
+def _write_split(out_dir: Path, manifest: dict, split: SplitSettings) -> dict:
+    """Compute the train/valid split of the cached utterances; write ``splits.json``; returns the manifest with
+    the split (the caller writes it, last)."""
     utterances = read_json(out_dir / "utterances.json")
     speakers = read_json(out_dir / "speakers.json")
     train, valid = assign_splits(utterances, split)
@@ -389,10 +545,11 @@ def _write_split(out_dir: Path, manifest: dict, split: SplitSettings) -> None:
     write_json_atomic(out_dir / "speakers.json", speakers)
     write_json_atomic(out_dir / "splits.json", {"split_hash": split.digest(), "settings": asdict(split),
                                                 "train": train, "valid": valid})
-    manifest = dict(manifest, split=asdict(split), split_hash=split.digest(),
-                    settings_hash=_digest([manifest["processing_hash"], split.digest()]),
-                    num_train=len(train), num_valid=len(valid))
-    write_json_atomic(out_dir / "manifest.json", manifest)
+    files = dict(manifest.get("files") or {}, **{name: file_record(out_dir / name)
+                                                 for name in ("speakers.json", "splits.json")})
+    return dict(manifest, split=asdict(split), split_hash=split.digest(),
+                settings_hash=_digest([manifest["processing_hash"], split.digest()]),
+                num_train=len(train), num_valid=len(valid), files=files)
 
 
 def assign_splits(utterances: Sequence[dict], split: SplitSettings) -> tuple[list[int], list[int]]:
@@ -452,26 +609,27 @@ def _alignment_source(asked: Optional[Union[str, Path]], manifest: Optional[dict
     return default.resolve() if default.is_dir() else None
 
 
-def attach_alignments(out_dir: Path, source: Optional[Path]) -> None:
+def attach_alignments(out_dir: Path, source: Optional[Path], manifest: dict, *, force: bool = False) -> dict:
     """Read the alignments under ``source``, move them onto the cached utterances and store them.
 
     Writes ``phones.npy`` (int32 rows ``(start, stop, phone id)``, samples of each utterance's stored
     audio) and ``phones.json`` (``inventory``, per utterance ``[first row, rows]`` or None, ``problems``),
-    then records them in the manifest. Nothing is decoded; unchanged alignment files are not read again.
+    and returns ``manifest`` recording them (the caller writes it, last). Nothing is decoded; unchanged
+    alignment files are not read again unless ``force`` (the stored ones are damaged).
     Every alignment that matches no utterance, names one twice or whose times fall outside the audio
     is left out with one logged line (also in ``phones.json`` and ``prepare.log``).
     """
-    manifest = read_json(out_dir / "manifest.json")
     if source is None:
-        if manifest.get("alignments"):
-            write_json_atomic(out_dir / "manifest.json", {k: v for k, v in manifest.items() if k != "alignments"})
-        return
+        for name in ("phones.npy", "phones.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        files = {k: v for k, v in (manifest.get("files") or {}).items() if k not in ("phones.npy", "phones.json")}
+        return dict({k: v for k, v in manifest.items() if k != "alignments"}, files=files)
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*")
                                                      if p.suffix.lower() in (".textgrid", ".item"))
     digest = _digest({"processing": manifest["processing_hash"], "source": str(source),
                       "files": [(str(p), _size(p), p.stat().st_mtime_ns) for p in files]})
-    if (manifest.get("alignments") or {}).get("hash") == digest:
-        return
+    if (manifest.get("alignments") or {}).get("hash") == digest and not force:
+        return manifest
     utterances = read_json(out_dir / "utterances.json")
     rate = int(manifest["sample_rate"])
     matched, problems = match_alignments(read_alignments(source), utterances, rate)
@@ -498,9 +656,11 @@ def attach_alignments(out_dir: Path, source: Optional[Path]) -> None:
     aligned = len(matched)
     logger.info("alignments from %s: %d of %d utterances, %d phones, %d problem(s)", source, aligned,
                 len(utterances), len(phone_ids), len(problems))
-    write_json_atomic(out_dir / "manifest.json", dict(manifest, alignments={
+    files = dict(manifest.get("files") or {}, **{name: file_record(out_dir / name)
+                                                 for name in ("phones.npy", "phones.json")})
+    return dict(manifest, files=files, alignments={
         "hash": digest, "source": str(source), "aligned_utterances": aligned, "phones": len(phone_ids),
-        "problems": len(problems)}))
+        "problems": len(problems)})
 
 
 # --------------------------------------------------------------------------- helpers
@@ -511,20 +671,44 @@ def _claim_out_dir(out_dir: Path, manifest: Optional[dict]) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: cache path exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ours = {"manifest.json", "audio.npy", "pitch.npy", "utterances.json", "speakers.json", "splits.json", "report.json",
-            "prepare.log", ".work", "phones.npy", "phones.json"}
-    foreign = [p.name for p in out_dir.iterdir() if p.name not in ours and not p.name.endswith(".tmp")]
+    foreign = [p.name for p in out_dir.iterdir() if p.name not in CACHE_NAMES and not p.name.endswith(TEMPORARY_SUFFIX)]
     if foreign and manifest is None:
         raise InputError(f"{out_dir}: folder is not empty and is not an audio-vqvae cache "
                          f"(found {', '.join(sorted(foreign)[:3])}); choose an empty or new --out folder")
     # The manifest goes first: from here on the folder no longer looks like a finished cache.
     (out_dir / "manifest.json").unlink(missing_ok=True)
+    _remove_leftovers(out_dir, keep_work=True)
+
+
+def _remove_leftovers(out_dir: Path, *, keep_work: bool = False) -> None:
+    """What a killed ``prepare`` left: temporary files, and (once the cache is finished) its ``.work`` chunks.
+    Only under the cache's lock, when no other ``prepare`` writes here."""
+    for leftover in out_dir.glob(f".*{TEMPORARY_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    if not keep_work and (out_dir / ".work").exists():
+        logger.info("%s: removing .work, left by an interrupted prepare", out_dir)
+        shutil.rmtree(out_dir / ".work", ignore_errors=True)
+
+
+def _cache_files(out_dir: Path) -> list[str]:
+    """The files of a finished cache that its manifest records (sizes and checksums)."""
+    return [name for name in ("audio.npy", "pitch.npy", "utterances.json", "speakers.json", "splits.json",
+                              "report.json", "phones.npy", "phones.json") if (out_dir / name).is_file()]
+
+
+def _write_manifest(out_dir: Path, manifest: dict) -> None:
+    """The manifest, with every file it records; written last, so that it marks a finished cache."""
+    files = manifest.get("files") or {}
+    missing = [name for name in _cache_files(out_dir) if name not in files]
+    if missing:  # report.json and the index files written outside the steps that record their own
+        files = dict(files, **{name: file_record(out_dir / name) for name in missing})
+    write_json_atomic(out_dir / "manifest.json", dict(manifest, files=files))
 
 
 def _read_manifest(out_dir: Path) -> Optional[dict]:
     try:
         manifest = read_json(out_dir / "manifest.json")
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("format") == CACHE_FORMAT else None
 
@@ -600,15 +784,16 @@ def ensure_prepared(data: DataConfig, sample_rate: int, *, progress: bool = True
     ``data.corpus == "demo"`` builds (or reuses) the demo corpus under ``data.data_root`` (default
     ``default_data_dir()/demo``) and prepares it as VCTK. ``data.data_root`` None means the corpus's
     default folder under :func:`default_data_dir`; ``data.cache_dir`` None means
-    :func:`default_cache_dir`.
+    :func:`default_cache_dir`. A cache the user named (``data.cache_dir``) is never rebuilt under other settings:
+    a resume whose config went astray stops in one line instead of overwriting it.
 
     Raises:
         InputError: the corpus is missing (the message names the expected layout and where to download
             it; the caller adds its own way out, e.g. the recipes' ``--demo``), or its settings are invalid.
     """
     return prepare_corpus(data.corpus, data.data_root, data.cache_dir, sample_rate=sample_rate,
-                          trim_silence_db=data.trim_silence_db,
+                          trim_silence_db=data.trim_silence_db, level_db=data.level_db,
                           valid_utterances_per_speaker=data.valid_utterances_per_speaker,
                           valid_speakers=data.valid_speakers, train_subsets=data.train_subsets,
                           valid_subsets=data.valid_subsets, mic=data.mic, num_workers=data.num_workers,
-                          progress=progress)
+                          progress=progress, rebuild=data.cache_dir is None)

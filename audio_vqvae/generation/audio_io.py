@@ -1,4 +1,5 @@
-"""Audio files in and out: any format soundfile reads, resampled and mixed to mono; atomic writes.
+"""Audio files in and out: any format soundfile reads, mixed to mono, resampled and level-normalised as
+training audio is; atomic writes.
 
 Example:
     >>> import tempfile, torch
@@ -10,14 +11,16 @@ Example:
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import soundfile
 import torch
 
-from audio_vqvae.atomic import atomic_write
+from audio_vqvae.atomic import atomic_write_bytes
+from audio_vqvae.data.audio import model_input
 from audio_vqvae.errors import InputError
 
 
@@ -26,27 +29,29 @@ def audio_extensions() -> set[str]:
     return {f".{name.lower()}" for name in soundfile.available_formats()} | {".oga", ".opus"}
 
 
-def load_audio(path: Union[str, Path], sample_rate: int) -> torch.Tensor:
-    """Read a file as Tensor[T] float32 at ``sample_rate``: channels averaged, resampled with soxr.
+def load_audio(path: Union[str, Path], sample_rate: int, *, level_db: Optional[float] = None) -> torch.Tensor:
+    """Read a file as Tensor[T] float32 at ``sample_rate`` the way ``prepare`` stores training audio: channels
+    averaged, resampled with soxr, speech scaled to ``level_db`` dBFS (None: as recorded), rounded to 16 bits
+    (:func:`audio_vqvae.data.audio.model_input`; silence is not trimmed).
 
     Raises:
-        InputError: the file is missing, unreadable or empty.
+        InputError: the file is missing, unreadable, empty, or holds NaN or infinite samples.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise InputError(f"{path}: not a readable audio file ({str(err).splitlines()[0]})") from None
     if audio.shape[0] == 0:
         raise InputError(f"{path}: the audio file is empty")
-    mono = audio.mean(axis=1)
-    if rate != sample_rate:
-        import librosa  # imported here: it is slow to import and only needed when rates differ
-
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
-    return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+    finite = np.isfinite(audio)
+    if not finite.all():
+        raise InputError(f"{path}: {audio.size - int(finite.sum()):,} of {audio.size:,} samples are NaN or infinite; "
+                         "expected finite audio")
+    prepared = model_input(audio.mean(axis=1), rate, sample_rate=sample_rate, trim_silence_db=None, level_db=level_db)
+    return torch.from_numpy(prepared.pcm.astype(np.float32) / 32768.0)  # as the cache is read (PreparedCorpus)
 
 
 def save_audio(path: Union[str, Path], audio: torch.Tensor, sample_rate: int) -> None:
@@ -56,7 +61,8 @@ def save_audio(path: Union[str, Path], audio: torch.Tensor, sample_rate: int) ->
     kind = path.suffix.lstrip(".").upper()
     if kind not in soundfile.available_formats():
         raise InputError(f"{path}: cannot write audio with suffix {path.suffix!r}; use .wav or .flac")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = audio.detach().cpu().float().clamp(-1.0, 1.0).numpy()
     subtype = "PCM_16" if kind in ("WAV", "FLAC", "AIFF") else None
-    atomic_write(path, lambda file: soundfile.write(file, data, sample_rate, format=kind, subtype=subtype))
+    encoded = io.BytesIO()  # in memory first: a full disk is then one line that says how much the file needs
+    soundfile.write(encoded, data, sample_rate, format=kind, subtype=subtype)
+    atomic_write_bytes(path, encoded.getbuffer())

@@ -21,11 +21,12 @@ import argparse
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional, Sequence
 
 from audio_vqvae.config import ConfigError, ExperimentConfig, apply_overrides
-from audio_vqvae.errors import AudioVQVAEError, CorpusNotFoundError
+from audio_vqvae.errors import AudioVQVAEError, CheckpointError, CorpusNotFoundError
 from audio_vqvae.options import OneLineErrorParser, display_command
 
 SECTIONS = ("model", "data", "train")
@@ -60,7 +61,8 @@ def build_parser(corpus: str, recipe_dir: Path) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
                         help=f"experiment YAML (default: {_display_path(recipe_dir / 'conf/paper.yaml')}, "
-                             f"or conf/demo.yaml with --demo; with --resume: the run's own config.yaml)")
+                             f"or conf/demo.yaml with --demo; with --resume: the config stored in the checkpoint "
+                             f"resumed from)")
     parser.add_argument("--data-root", default=None, help="corpus folder (default: data.data_root, else the standard "
                                                           "location under $AUDIO_VQVAE_DATA or ./data)")
     parser.add_argument("--out", type=Path, default=None,
@@ -74,16 +76,29 @@ def build_parser(corpus: str, recipe_dir: Path) -> argparse.ArgumentParser:
     return parser
 
 
+def run_directory(args: argparse.Namespace, corpus: str) -> Path:
+    """The run directory the parsed arguments ask for: ``--out``, else ``runs/<corpus>[-demo]``."""
+    return args.out or Path("runs") / (f"{corpus}-demo" if args.demo else corpus)
+
+
 def resolve_config(args: argparse.Namespace, corpus: str, recipe_dir: Path) -> tuple[ExperimentConfig, Path]:
-    """The experiment config and run directory the parsed arguments ask for."""
-    run_dir = args.out or Path("runs") / (f"{corpus}-demo" if args.demo else corpus)
-    if args.config is not None:
-        config_path = args.config
-    elif args.resume and (run_dir / "config.yaml").is_file():
-        config_path = run_dir / "config.yaml"
+    """The experiment config and run directory the parsed arguments ask for.
+
+    With ``--resume`` and no ``--config``, the config is the one stored in the checkpoint resumed from: the run
+    directory's ``config.yaml`` is a copy for people to read, and a crash may have left it cut short.
+    """
+    from audio_vqvae.checkpoint import latest_checkpoint, load_checkpoint
+
+    run_dir = run_directory(args, corpus)
+    newest = latest_checkpoint(run_dir) if args.resume and args.config is None else None
+    if newest is not None:
+        stored = load_checkpoint(newest).get("experiment")
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{newest}: not a training checkpoint (no experiment config); cannot resume from it")
+        config = ExperimentConfig.from_dict(stored, where=f"{newest}: experiment")
     else:
-        config_path = recipe_dir / "conf" / ("demo.yaml" if args.demo else "paper.yaml")
-    config = ExperimentConfig.from_yaml(config_path)
+        config = ExperimentConfig.from_yaml(args.config or recipe_dir / "conf" / ("demo.yaml" if args.demo
+                                                                                 else "paper.yaml"))
     if args.demo:
         config.data.corpus = "demo"
     if args.data_root is not None:
@@ -97,8 +112,11 @@ def main(corpus: str, recipe_dir: Path, argv: Optional[Sequence[str]] = None) ->
     """Run a recipe: parse arguments, resolve the config, train. Returns the exit status.
 
     0: finished, or stopped by SIGINT/SIGTERM or ``train.max_minutes`` after writing a checkpoint; 1: non-finite loss;
-    2: bad arguments, config, corpus or run directory; 130: interrupted before training started.
+    2: bad arguments, config, corpus or run directory (another run holds it, it cannot be written, the disk is
+    full); 130: interrupted before training started.
     """
+    from audio_vqvae.checkpoint import resume_checkpoint
+    from audio_vqvae.training.run_dir import hold_run_directory
     from audio_vqvae.training.trainer import NonFiniteLossError, train
 
     recipe_dir = Path(recipe_dir)
@@ -107,8 +125,12 @@ def main(corpus: str, recipe_dir: Path, argv: Optional[Sequence[str]] = None) ->
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     try:
-        config, run_dir = resolve_config(args, corpus, recipe_dir)
-        result = train(config, run_dir, resume=args.resume, progress=not args.no_progress and rank == 0)
+        if args.resume:  # a mistyped --out is named as such, before the lock creates the folder
+            resume_checkpoint(run_directory(args, corpus), True)
+        # Owned before its config is read from the newest checkpoint: a running run would rotate that away.
+        with hold_run_directory(run_directory(args, corpus)) if rank == 0 else nullcontext():
+            config, run_dir = resolve_config(args, corpus, recipe_dir)
+            result = train(config, run_dir, resume=args.resume, progress=not args.no_progress and rank == 0)
     except NonFiniteLossError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1

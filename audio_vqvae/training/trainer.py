@@ -28,8 +28,10 @@ the TensorBoard rounds, and :mod:`audio_vqvae.training.distributed` wraps the mo
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
@@ -52,6 +54,7 @@ from audio_vqvae.checkpoint import (
 )
 from audio_vqvae.config import ExperimentConfig
 from audio_vqvae.errors import AudioVQVAEError, InputError
+from audio_vqvae.filesystem import DiskFullError, disk_full_cause, disk_full_error
 from audio_vqvae.model import VQVAE
 from audio_vqvae.training.batches import epoch_batches, make_loaders, prepared_corpus
 from audio_vqvae.training.distributed import (
@@ -72,8 +75,8 @@ from audio_vqvae.training.logs import (
     log_run_start,
     log_train_window,
     validation_round,
-    write_run_files,
 )
+from audio_vqvae.training.run_dir import hold_run_directory, remove_temporaries, trim_metrics, write_run_files
 from audio_vqvae.training.schedule import make_scheduler
 from audio_vqvae.training.signals import StopRequest
 
@@ -121,25 +124,40 @@ def train(config: ExperimentConfig, run_dir: Union[str, Path], *, resume: bool =
     Returns:
         :class:`TrainingResult`.
 
+    The main process holds ``run_dir`` for the whole call (:func:`~audio_vqvae.training.run_dir.hold_run_directory`):
+    a second run into the same folder stops at once.
+
     Raises:
         InputError: missing corpus, ``run_dir`` holds checkpoints and ``resume`` is false, or ``resume`` is
-            true and it holds none.
+            true and it holds none, or another run holds ``run_dir`` (``RunDirectoryBusyError``), or it cannot be
+            written.
+        DiskFullError: a file of the run (or of the corpus cache) did not fit; the checkpoints written before
+            are intact.
         ConfigError: a config value is out of range.
         NonFiniteLossError: the loss became NaN or infinite.
     """
     config.validate()  # before any work: a bad value is one line, not a failure an hour in
-    context = init_distributed(config.train.device, timeout_minutes=120)
-    try:
-        trainer = Trainer(config, run_dir, resume=resume, progress=progress, corpus=corpus, context=context)
-        return trainer.fit()
-    except BaseException as err:
-        if context.enabled:
-            # The traceback's frames (e.g. of DistributedDataParallel.forward) may hold the DDP wrapper:
-            # free them while the process group still exists (see DistributedModel.release).
-            traceback.clear_frames(err.__traceback__)
-        raise
-    finally:
-        shutdown_distributed()
+    run_dir = Path(run_dir)
+    if resume:  # a mistyped --out is named as such, before the lock creates the folder
+        resume_checkpoint(run_dir, True)
+    # Only the main process owns the folder (the others write nothing there); RANK is known before the process group.
+    with hold_run_directory(run_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        context = init_distributed(config.train.device, timeout_minutes=120)
+        try:
+            trainer = Trainer(config, run_dir, resume=resume, progress=progress, corpus=corpus, context=context)
+            return trainer.fit()
+        except BaseException as err:
+            if context.enabled:
+                # The traceback's frames (e.g. of DistributedDataParallel.forward) may hold the DDP wrapper:
+                # free them while the process group still exists (see DistributedModel.release).
+                traceback.clear_frames(err.__traceback__)
+            cause = disk_full_cause(err)
+            if cause is not None and not isinstance(err, DiskFullError):
+                # train.log, metrics.jsonl or TensorBoard's event file: an OSError deep in a library's traceback.
+                raise disk_full_error(cause.filename or run_dir) from err
+            raise
+        finally:
+            shutdown_distributed()
 
 
 class Trainer:
@@ -159,6 +177,8 @@ class Trainer:
 
         resume_from = resume_checkpoint(self.run_dir, resume)
         payload = load_checkpoint(resume_from) if resume_from else None
+        if self.is_main:
+            self._clean_up_after_interruption(int(payload["step"]) if payload else 0)
 
         self.corpus = corpus if corpus is not None else prepared_corpus(config, self.context, progress=progress)
         if self.corpus.sample_rate != config.model.sample_rate:
@@ -222,7 +242,9 @@ class Trainer:
             write_run_files(self.run_dir, self.config, self.speakers, fresh=self.step == 0)
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir))
+            # A resume's purge_step tells TensorBoard to drop the events an interrupted attempt wrote after the
+            # checkpoint: those steps are trained again.
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.step + 1 if self.step else None)
             log_run_start(self.log, self.config, run_dir=self.run_dir, device=self.device, bf16=self.use_bf16,
                           world_size=self.context.world_size, corpus=self.corpus,
                           parameters=sum(p.numel() for p in self.model.parameters()),
@@ -358,6 +380,17 @@ class Trainer:
         barrier(self.context)
         if final or self.step % train.checkpoint_every == 0:
             self._save_checkpoint()
+
+    def _clean_up_after_interruption(self, step: int) -> None:
+        """What a killed attempt left: temporary checkpoint files, and metrics of the steps after ``step`` (the
+        checkpoint resumed from, 0 for a new run) that are about to be trained again. Under the run's lock."""
+        for removed in remove_temporaries(self.run_dir):
+            self.log(f"removed {removed}, left by an interrupted run")
+        if step:
+            dropped, last = trim_metrics(self.run_dir / "metrics.jsonl", step)
+            if dropped:
+                self.log(f"metrics.jsonl: dropped {dropped} record(s) of an interrupted attempt after step {step}"
+                         + (f" (up to step {last})" if last else "") + "; those steps are trained again")
 
     # ------------------------------------------------------------------ validation
 
