@@ -154,6 +154,13 @@ class WaveNetConfig(_Config):
     lpc_order: int = 0
     # Weight of the envelope network's loss (squared error of atanh of the reflection coefficients).
     lpc_weight: float = 1.0
+    # Harmonic part (0 = off, the paper's model): a frame-rate network predicts the amplitudes of this many
+    # harmonics of f0 from the codes, the speaker and f0; their sum h on the f0 phase is the periodic part of
+    # voiced speech, and the WaveNet models only the residual x - h (with h as an input; generation emits
+    # h + r). Needs f0 (pitch rows) like the excitation. See audio_vqvae.harmonic.
+    harmonics: int = 0
+    # Weight of the harmonic part's loss (residual energy on voiced samples relative to theirs).
+    harmonic_weight: float = 1.0
 
     @property
     def excitation_channels(self) -> int:
@@ -178,6 +185,9 @@ class WaveNetConfig(_Config):
         if not 0 <= self.lpc_order <= 64:
             raise ConfigError(f"decoder.lpc_order must be 0 (off) to 64, got {self.lpc_order}")
         _require_range(self, "lpc_weight", "decoder", minimum=0.0)
+        if not 0 <= self.harmonics <= 256:
+            raise ConfigError(f"decoder.harmonics must be 0 (off) to 256, got {self.harmonics}")
+        _require_range(self, "harmonic_weight", "decoder", minimum=0.0)
         if self.gate_channels % 2:
             raise ConfigError(f"decoder.gate_channels must be even (tanh and sigmoid halves), got {self.gate_channels}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -22,6 +21,26 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.project(F.relu(self.conv(F.relu(x))))
+
+
+class SumOverRanks(torch.autograd.Function):
+    """A differentiable all-reduce (sum): each rank's gradient is the sum of every rank's, as for any sum.
+
+    ``torch.distributed.nn.functional.all_reduce`` did the same (forward and backward each one sum over the
+    ranks) and is deprecated: it printed a FutureWarning at the demo's first training step.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
 
 
 class Standardize(nn.Module):
@@ -43,7 +62,7 @@ class Standardize(nn.Module):
         if self.training:
             moments = torch.cat([x.sum((0, 2)), x.pow(2).sum((0, 2)), x.new_full((1,), x.shape[0] * x.shape[2])])
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                moments = dist_nn.all_reduce(moments)  # differentiable all-reduce
+                moments = SumOverRanks.apply(moments)
             channels = x.shape[1]
             count = moments[-1]
             mean = moments[:channels] / count

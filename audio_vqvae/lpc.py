@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +145,28 @@ def sample_coefficients(raw: torch.Tensor, hop: int, length: int) -> torch.Tenso
     """The envelope network's raw output Tensor[B x T' x M] (detached) -> per-sample prediction coefficients,
     DoubleTensor[B x length x M]: what the WaveNet's synthesis uses, in training and in generation alike."""
     return per_sample(prediction_coefficients(reflections_from(raw.detach()).double()), hop, length)
+
+
+def synthesis_rows(offset: Optional[torch.Tensor], coefficients: Optional[torch.Tensor]) -> torch.Tensor:
+    """What generation's synthesis needs per sample: DoubleTensor[B x T x (1 + M)], column 0 a known offset
+    ``h[t]`` (the harmonic part, :mod:`audio_vqvae.harmonic`; zero without one) and columns 1..M the
+    prediction coefficients (none without ``lpc_order``).
+
+    Every generation path then computes ``p[t] = Σ_i c_i u[t − i] + h[t]`` (clamped to [-1, 1]) on the
+    residual ``u = s − h`` of the samples so far, and emits ``s[t] = p[t] + e[t]``; without an offset
+    ``u = s`` (the LPC split), without coefficients ``p = h``.
+
+    Args:
+        offset: Tensor[B x T] or None.
+        coefficients: Tensor[B x T x M] (:func:`sample_coefficients`) or None; not both None.
+    """
+    if offset is None and coefficients is None:
+        raise ValueError("synthesis_rows needs an offset, coefficients or both")
+    if coefficients is None:
+        coefficients = offset.new_zeros(offset.shape + (0,), dtype=torch.float64)
+    if offset is None:
+        offset = coefficients.new_zeros(coefficients.shape[:2], dtype=torch.float64)
+    return torch.cat([offset.double().unsqueeze(2), coefficients.double()], dim=2)
 
 
 def envelope_loss(raw: torch.Tensor, signal: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:

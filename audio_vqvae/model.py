@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -23,7 +23,8 @@ from torch import nn
 from audio_vqvae.config import ModelConfig
 from audio_vqvae.emphasis import deemphasis, preemphasis
 from audio_vqvae.encoder import Encoder
-from audio_vqvae.lpc import envelope_loss, predict, sample_coefficients
+from audio_vqvae.harmonic import frame_pitch, harmonic_loss, synthesize
+from audio_vqvae.lpc import envelope_loss, predict, sample_coefficients, synthesis_rows
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.pitch import excitation
 from audio_vqvae.quantizer import make_quantizer, time_jitter
@@ -37,13 +38,18 @@ class VQVAEOutput:
     Attributes:
         logits: Tensor[B x 256 x T]; position t predicts sample t from samples < t (teacher forcing).
         codes: LongTensor[B x T // hop].
-        loss: total training loss (reconstruction in nats + quantizer loss + weighted envelope loss).
+        loss: total training loss: the sum of :attr:`losses`, each weighted (``decoder.lpc_weight``,
+            ``decoder.harmonic_weight``; reconstruction and quantizer terms by 1).
         reconstruction: cross-entropy of the targets in nats per sample.
         quantizer: the quantizer's loss term (codebook and/or β·commitment).
         perplexity: codebook perplexity in this batch.
         codes_used: distinct codes in this batch.
-        targets: LongTensor[B x T], the classes the logits score (the excitation's for ``lpc_order``).
+        targets: LongTensor[B x T], the classes the logits score (the excitation's with a synthesis).
         envelope: the envelope network's loss (zero without ``lpc_order``), see :mod:`audio_vqvae.lpc`.
+        losses: every loss term by name, unweighted: ``reconstruction``, ``quantizer``, and ``envelope``
+            (``lpc_order``) and ``harmonic`` (``harmonics``) where the decoder has those parts; what the
+            trainer and its logs iterate.
+        harmonic: Tensor[B x T], the harmonic part ``h`` (``harmonics`` only), see :mod:`audio_vqvae.harmonic`.
     """
 
     logits: torch.Tensor
@@ -55,6 +61,8 @@ class VQVAEOutput:
     codes_used: torch.Tensor
     targets: Optional[torch.Tensor] = None
     envelope: Optional[torch.Tensor] = None
+    losses: dict = field(default_factory=dict)
+    harmonic: Optional[torch.Tensor] = None
 
     @property
     def bits_per_sample(self) -> torch.Tensor:
@@ -101,8 +109,9 @@ class VQVAE(nn.Module):
 
     @property
     def needs_pitch(self) -> bool:
-        """Whether the decoder takes a source excitation, so that every call needs the f0 (``pitch`` rows)."""
-        return self.decoder.excitation is not None
+        """Whether the decoder takes a source excitation or has a harmonic part, so that every call needs the f0
+        (``pitch`` rows)."""
+        return self.decoder.excitation is not None or self.decoder.harmonic is not None
 
     def conditioning(self, quantized: torch.Tensor, length: int, pitch: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Upsample Tensor[B x D x T'] code vectors to Tensor[B x C x length] at the sample rate.
@@ -117,13 +126,32 @@ class VQVAE(nn.Module):
         upsampled = upsampled[:, :, :length]
         if self.decoder.excitation is None:
             return upsampled
-        if pitch is None:
-            raise ValueError("this model's decoder takes a source excitation: pass the pitch rows (phase, f0, voiced)")
-        if pitch.dim() != 3 or pitch.shape[0] != upsampled.shape[0] or pitch.shape[1:] != (3, length):
-            raise ValueError(f"pitch must have shape ({upsampled.shape[0]}, 3, {length}), got {tuple(pitch.shape)}")
+        self._check_pitch(pitch, upsampled.shape[0], length)
         harmonics = self.config.decoder.excitation_harmonics
         source = excitation(pitch.to(upsampled), harmonics, self.config.sample_rate)  # its dtype and device
         return upsampled + self.decoder.excitation(source)
+
+    def _check_pitch(self, pitch: Optional[torch.Tensor], batch: int, length: int) -> None:
+        if pitch is None:
+            raise ValueError("this model's decoder takes f0 (a source excitation or a harmonic part): pass the pitch "
+                             "rows (phase, f0, voiced)")
+        if pitch.dim() != 3 or pitch.shape[0] != batch or pitch.shape[1:] != (3, length):
+            raise ValueError(f"pitch must have shape ({batch}, 3, {length}), got {tuple(pitch.shape)}")
+
+    def harmonic_part(self, quantized: torch.Tensor, speaker: torch.Tensor, pitch: Optional[torch.Tensor],
+                      length: int) -> torch.Tensor:
+        """The harmonic part ``h`` (``decoder.harmonics``) of Tensor[B x D x T'] code vectors, LongTensor[B] speakers
+        and Tensor[B x 3 x length] pitch rows: Tensor[B x length] in the decoder's signal domain."""
+        self._check_pitch(pitch, quantized.shape[0], length)
+        amplitudes = self.decoder.harmonic(quantized, self.decoder.speaker_embedding(speaker),
+                                           frame_pitch(pitch, self.hop_length, quantized.shape[2]))
+        return synthesize(amplitudes, pitch, self.hop_length, self.config.sample_rate)
+
+    @property
+    def synthesises(self) -> bool:
+        """Whether generation synthesises the signal around the WaveNet's draws (a source-filter decoder or a
+        harmonic part): the classes it draws are then an excitation, not the signal."""
+        return self.decoder.prediction_embedding is not None
 
     @property
     def source_filter(self) -> bool:
@@ -151,8 +179,9 @@ class VQVAE(nn.Module):
         -> Tensor[B x T] audio in [-1, 1], de-emphasised if the model is pre-emphasised."""
         if signal is not None:
             audio = signal.float()
-        elif self.source_filter:
-            raise ValueError("a source-filter decoder's classes are its excitation: pass the generated signal")
+        elif self.synthesises:
+            raise ValueError("this decoder's classes are an excitation (LPC split or harmonic part): pass the "
+                             "generated signal")
         else:
             audio = mu_law_decode(classes, self.decoder.quantization_channels)
         if self.config.preemphasis:
@@ -196,27 +225,42 @@ class VQVAE(nn.Module):
         if self.training:
             code_vectors = time_jitter(code_vectors, self.config.time_jitter)
         inputs = self.targets(audio)
-        targets, prediction, envelope = inputs, None, audio.new_zeros(())
-        if self.source_filter:
-            # The WaveNet models the excitation of the predicted envelope (detached: it is trained by
-            # its own loss), and gets the prediction as an input; see audio_vqvae.lpc.
+        targets, prediction, harmonic = inputs, None, None
+        losses = {"reconstruction": None, "quantizer": quantizer_loss}
+        weights = {"envelope": self.config.decoder.lpc_weight, "harmonic": self.config.decoder.harmonic_weight}
+        if self.synthesises:
+            # The WaveNet models what the deterministic parts leave: the residual of the harmonic part h and of
+            # the LPC prediction on it (each detached: trained by its own loss), with their sum as an input.
             signal = preemphasis(audio, self.config.preemphasis)
-            raw = self.envelope(code_vectors, speaker)
-            envelope = envelope_loss(raw.float(), signal, self.hop_length, self.config.sample_rate)
-            coefficients = sample_coefficients(raw, self.hop_length, audio.shape[1])
-            predicted = predict(signal, coefficients).clamp(-1.0, 1.0)
+            residual = signal.double()
+            if self.decoder.harmonic is not None:
+                harmonic = self.harmonic_part(code_vectors, speaker, pitch, audio.shape[1])
+                losses["harmonic"] = harmonic_loss(harmonic.float(), signal, pitch[:, 2])
+                residual = residual - harmonic.detach().double()
+            predicted = torch.zeros_like(residual)
+            if self.source_filter:
+                raw = self.envelope(code_vectors, speaker)
+                losses["envelope"] = envelope_loss(raw.float(), residual.float(), self.hop_length,
+                                                   self.config.sample_rate)
+                predicted = predict(residual, sample_coefficients(raw, self.hop_length, audio.shape[1]))
+            if harmonic is not None:
+                predicted = predicted + harmonic.detach().double()
+            predicted = predicted.clamp(-1.0, 1.0)
             quantization = self.decoder.quantization_channels
             targets = mu_law_encode(signal.double() - predicted, quantization)
             prediction = mu_law_encode(predicted, quantization)
         conditioning = self.conditioning(code_vectors, audio.shape[1], pitch)
         logits = self.decoder(self._noisy_inputs(inputs), conditioning, speaker, prediction)
         reconstruction = F.cross_entropy(logits.float(), targets)
+        losses["reconstruction"] = reconstruction
         loss = reconstruction + quantizer_loss
-        if self.source_filter:
-            loss = loss + self.config.decoder.lpc_weight * envelope
+        for name, weight in weights.items():
+            if name in losses:
+                loss = loss + weight * losses[name]
         return VQVAEOutput(logits=logits, codes=codes, loss=loss, reconstruction=reconstruction,
                            quantizer=quantizer_loss, perplexity=perplexity, codes_used=codes_used,
-                           targets=targets, envelope=envelope)
+                           targets=targets, envelope=losses.get("envelope", audio.new_zeros(())), losses=losses,
+                           harmonic=harmonic)
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -228,7 +272,9 @@ class VQVAE(nn.Module):
     def decoder_inputs(self, codes: torch.Tensor, speaker: torch.Tensor, lengths: Optional[Sequence[int]] = None,
                        pitch: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """What generation needs from LongTensor[B x T'] codes: conditioning Tensor[B x C x T] at the sample rate
-        and, for a source-filter decoder, DoubleTensor[B x T x M] prediction coefficients (else None).
+        and, for a decoder that synthesises (:attr:`synthesises`), its per-sample synthesis rows
+        DoubleTensor[B x T x (1 + M)]: the harmonic part ``h`` and the LPC prediction coefficients
+        (:func:`audio_vqvae.lpc.synthesis_rows`; else None).
 
         ``lengths`` (samples per utterance) lets a batch hold utterances of different lengths: each is
         conditioned on its own ``ceil(length / hop)`` codes, one utterance at a time (so its conditioning,
@@ -239,22 +285,44 @@ class VQVAE(nn.Module):
         full = frames * self.hop_length
         vectors = self.quantizer.lookup(codes)
         if lengths is None:
-            conditioning = self.conditioning(vectors, full, None if pitch is None else pitch[:, :, :full])
-            lpc = self.prediction_coefficients(vectors, speaker, full) if self.source_filter else None
-            return conditioning, lpc
+            rows = None if pitch is None else pitch[:, :, :full]
+            return self.conditioning(vectors, full, rows), self._synthesis(vectors, speaker, rows, full)
         lengths = [int(n) for n in lengths]
         if len(lengths) != batch or any(not 0 < n <= full for n in lengths):
             raise ValueError(f"lengths must be {batch} sample counts in 1..{full}, got {lengths}")
         steps = max(lengths)
         conditioning = vectors.new_zeros(batch, self.config.decoder.conditioning_channels, steps)
-        lpc = vectors.new_zeros(batch, steps, self.config.decoder.lpc_order, dtype=torch.float64)
+        synthesis = vectors.new_zeros(batch, steps, 1 + self.config.decoder.lpc_order, dtype=torch.float64)
         for row, length in enumerate(lengths):
             used = vectors[row:row + 1, :, :-(-length // self.hop_length)]
             rows = None if pitch is None else pitch[row:row + 1, :, :length]
             conditioning[row, :, :length] = self.conditioning(used, length, rows)[0]
-            if self.source_filter:
-                lpc[row, :length] = self.prediction_coefficients(used, speaker[row:row + 1], length)[0]
-        return conditioning, (lpc if self.source_filter else None)
+            if self.synthesises:
+                synthesis[row, :length] = self._synthesis(used, speaker[row:row + 1], rows, length)[0]
+        return conditioning, (synthesis if self.synthesises else None)
+
+    def _synthesis(self, vectors: torch.Tensor, speaker: torch.Tensor, pitch: Optional[torch.Tensor],
+                   length: int) -> Optional[torch.Tensor]:
+        """:func:`audio_vqvae.lpc.synthesis_rows` of Tensor[B x D x T'] code vectors (None without a synthesis)."""
+        if not self.synthesises:
+            return None
+        harmonic = self.harmonic_part(vectors, speaker, pitch, length) if self.decoder.harmonic is not None else None
+        coefficients = self.prediction_coefficients(vectors, speaker, length) if self.source_filter else None
+        return synthesis_rows(harmonic, coefficients)
+
+    @torch.no_grad()
+    def deterministic(self, codes: torch.Tensor, speaker: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """The decoder's deterministic part alone, the WaveNet's draws set to zero: LongTensor[B x T'] codes,
+        LongTensor[B] speakers, Tensor[B x 3 x T' * hop] pitch rows -> Tensor[B x T' * hop] audio.
+
+        With a zero excitation the LPC recursion on the residual stays zero, so this is the harmonic part ``h``
+        (de-emphasised, if the model is); it shows what the WaveNet adds.
+        """
+        if self.decoder.harmonic is None:
+            raise ValueError("this model has no harmonic part (decoder.harmonics = 0): its output is all WaveNet")
+        full = codes.shape[1] * self.hop_length
+        harmonic = self.harmonic_part(self.quantizer.lookup(codes), speaker, pitch[:, :, :full], full)
+        return self.waveform(None, harmonic.clamp(-1.0, 1.0))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,
@@ -283,9 +351,9 @@ class VQVAE(nn.Module):
         """
         from audio_vqvae.generation.engine import generate  # imported here: numba loads only when generating
 
-        conditioning, lpc = self.decoder_inputs(codes, speaker, lengths, pitch)
+        conditioning, synthesis = self.decoder_inputs(codes, speaker, lengths, pitch)
         generated = generate(self.decoder, conditioning, speaker, temperature=temperature, generator=generator,
-                             seeds=seeds, method=method, progress=progress, lpc=lpc)
+                             seeds=seeds, method=method, progress=progress, synthesis=synthesis)
         audio = self.waveform(generated.samples, generated.signal)
         if lengths is not None:
             for row, length in enumerate(lengths):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audio_vqvae.config import WaveNetConfig
+from audio_vqvae.harmonic import HarmonicPredictor
 from audio_vqvae.lpc import EnvelopePredictor
 
 
@@ -122,8 +123,8 @@ class GenerationState:
 @dataclass
 class GenerationOutput:
     """Result of a generation: ``samples`` LongTensor[B x T] of μ-law classes and, if asked for,
-    ``logits`` Tensor[B x Q x T] (the distribution each sample was drawn from). For a source-filter
-    decoder (``lpc_order``) the classes are the excitation's and ``signal`` holds the synthesised
+    ``logits`` Tensor[B x Q x T] (the distribution each sample was drawn from). For a decoder with a
+    synthesis (``lpc_order``, ``harmonics``) the classes are the excitation's and ``signal`` holds the synthesised
     Tensor[B x T] signal ``p + e`` (in the decoder's domain: still pre-emphasised, if the model is)."""
 
     samples: torch.Tensor
@@ -164,10 +165,13 @@ class WaveNet(nn.Module):
         # prediction p[t] (μ-law classes), added to the embedded previous sample. Made last, only when on.
         self.envelope = (EnvelopePredictor(code_dim, config.speaker_dim, config.lpc_order)
                          if config.lpc_order else None)
+        # The harmonic part (audio_vqvae.harmonic) shares that input: the class of h[t] (+ the LPC prediction).
         self.prediction_embedding = None
-        if config.lpc_order:
+        if config.lpc_order or config.harmonics:
             self.prediction_embedding = nn.Embedding(config.quantization_channels, config.residual_channels)
             ordinal_embedding_(self.prediction_embedding.weight)
+        self.harmonic = (HarmonicPredictor(code_dim, config.speaker_dim, config.harmonics)
+                         if config.harmonics else None)
 
     @property
     def receptive_field(self) -> int:
@@ -204,8 +208,9 @@ class WaveNet(nn.Module):
             samples: LongTensor[B x T] of μ-law classes (or float Tensor[B x Q x T], see :meth:`embed_inputs`).
             conditioning: Tensor[B x C x T] from :attr:`upsample`.
             speaker: LongTensor[B].
-            prediction: LongTensor[B x T], the μ-law class of the linear prediction ``p[t]`` (known before
-                sample t), required with ``lpc_order`` (the logits are then the excitation's).
+            prediction: LongTensor[B x T], the μ-law class of the prediction ``p[t]`` (known before sample t:
+                the linear prediction and/or the harmonic part), required with ``lpc_order`` or ``harmonics``
+                (the logits are then the excitation's).
 
         Returns:
             Tensor[B x Q x T] of logits.
@@ -234,7 +239,7 @@ class WaveNet(nn.Module):
             state: queues from :meth:`new_state`, advanced in place.
             previous: LongTensor[B], the sample generated at the previous step.
             biases: L x Tensor[B x G], this step's slice of :meth:`layer_biases`.
-            prediction: LongTensor[B], the class of this step's linear prediction (``lpc_order`` only).
+            prediction: LongTensor[B], the class of this step's prediction (``lpc_order`` or ``harmonics`` only).
 
         Returns:
             Tensor[B x Q] of logits for the current sample.

@@ -83,19 +83,38 @@ def test_predicted_filters_are_stable():
         assert np.abs(np.roots(np.concatenate([[1.0], -c]))).max() < 1  # poles of 1 / A(z) inside the unit circle
 
 
-def lpc_model(order: int = 6, harmonics: int = 0) -> VQVAE:
+def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0) -> VQVAE:
+    """A tiny decoder that synthesises: an LPC split of ``order`` and/or a harmonic part of ``harmonic_part``
+    harmonics (audio_vqvae.harmonic), made loud so that it matters to every sample."""
     config = ModelConfig(
         sample_rate=RATE, num_speakers=3,
         encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
         quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
         decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
                               conditioning_channels=4, speaker_dim=4, lpc_order=order,
-                              excitation_harmonics=harmonics))
+                              excitation_harmonics=harmonics, harmonics=harmonic_part))
     torch.manual_seed(0)
     model = VQVAE(config).eval()
-    with torch.no_grad():  # strong envelopes, so that the prediction matters to every sample
-        model.decoder.envelope.output.bias.copy_(torch.linspace(1.5, -0.5, order))
+    with torch.no_grad():
+        if order:  # strong envelopes, so that the prediction matters to every sample
+            model.decoder.envelope.output.bias.copy_(torch.linspace(1.5, -0.5, order))
+        if harmonic_part:  # a loud periodic part
+            model.decoder.harmonic.output.bias.copy_(torch.linspace(0.08, -0.04, 2 * harmonic_part))
     return model
+
+
+# The decoders that synthesise: the LPC split, the harmonic part alone, and both (LPC on the harmonic residual).
+VARIANTS = {"lpc": {"order": 6}, "harmonic": {"order": 0, "harmonic_part": 5},
+            "harmonic+lpc": {"order": 6, "harmonic_part": 5}}
+
+
+def pitch_rows(batch: int, length: int, f0: float = 150.0) -> torch.Tensor:
+    """Generation pitch rows (phase integrated) of a steady ``f0``, voiced from the second frame on: (B, 3, T)."""
+    from audio_vqvae.pitch import generation_pitch
+
+    frames = np.full(length // 80 + 2, f0, np.float32)
+    frames[0] = 0.0
+    return torch.from_numpy(np.stack([generation_pitch(frames, RATE, length, 80)] * batch))
 
 
 def test_config_and_the_paper_model():
@@ -123,48 +142,54 @@ def test_training_pass_models_the_excitation_and_trains_the_envelope():
     assert sum(float(p.grad.abs().sum()) for p in model.encoder.parameters() if p.grad is not None) > 0
 
 
-def test_greedy_generation_equals_the_teacher_forced_argmax():
-    model = lpc_model()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_greedy_generation_equals_the_teacher_forced_argmax(variant):
+    model = lpc_model(**VARIANTS[variant])
     codes = torch.randint(0, 16, (2, 30))
     speaker = torch.tensor([2, 0])
-    conditioning, lpc = model.decoder_inputs(codes, speaker)
-    greedy = generate(model.decoder, conditioning, speaker, temperature=0, lpc=lpc, method="torch")
-    teacher_forced = model(greedy.signal, speaker, codes=codes)
+    pitch = pitch_rows(2, 240) if model.needs_pitch else None
+    conditioning, synthesis = model.decoder_inputs(codes, speaker, pitch=pitch)
+    greedy = generate(model.decoder, conditioning, speaker, temperature=0, synthesis=synthesis, method="torch")
+    teacher_forced = model(greedy.signal, speaker, codes=codes, pitch=pitch)
     assert torch.equal(teacher_forced.logits.argmax(dim=1), greedy.samples)
     # The synthesised signal is the prediction plus the drawn excitation, sample by sample.
     assert torch.equal(teacher_forced.targets, greedy.samples)
 
 
-def test_teacher_forced_logits_are_causal():
-    model = lpc_model()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_teacher_forced_logits_are_causal(variant):
+    model = lpc_model(**VARIANTS[variant])
     codes = torch.randint(0, 16, (1, 20))
     audio = torch.rand(1, 160) * 0.2 - 0.1
     changed = audio.clone()
     changed[0, 100:] = 0.05
-    first = model(audio, torch.tensor([1]), codes=codes).logits
-    second = model(changed, torch.tensor([1]), codes=codes).logits
+    pitch = pitch_rows(1, 160) if model.needs_pitch else None
+    first = model(audio, torch.tensor([1]), codes=codes, pitch=pitch).logits
+    second = model(changed, torch.tensor([1]), codes=codes, pitch=pitch).logits
     assert torch.equal(first[..., :101], second[..., :101])  # sample 100 is only an input from position 101
     assert not torch.allclose(first[..., 101:], second[..., 101:])
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("temperature", [1.0, 0.0], ids=["sampled", "greedy"])
-def test_fused_equals_torch_and_a_batch_equals_its_utterances(temperature, one_thread):
-    model = lpc_model(harmonics=0)
+def test_fused_equals_torch_and_a_batch_equals_its_utterances(temperature, variant, one_thread):
+    model = lpc_model(**VARIANTS[variant])
     codes = torch.randint(0, 16, (3, 90))  # 720 samples: one utterance runs both the two- and one-thread kernels
     speaker = torch.tensor([0, 2, 1])
-    conditioning, lpc = model.decoder_inputs(codes, speaker)
+    pitch = pitch_rows(3, 720) if model.needs_pitch else None
+    conditioning, lpc = model.decoder_inputs(codes, speaker, pitch=pitch)
     seeds = [4, 5, 6]
-    fused = generate(model.decoder, conditioning, speaker, temperature=temperature, seeds=seeds, lpc=lpc,
+    fused = generate(model.decoder, conditioning, speaker, temperature=temperature, seeds=seeds, synthesis=lpc,
                      method="fused")
     reference = generate(model.decoder, conditioning[:2], speaker[:2], temperature=temperature, seeds=seeds[:2],
-                         lpc=lpc[:2], method="torch")
+                         synthesis=lpc[:2], method="torch")
     assert torch.equal(fused.samples[:2], reference.samples) and torch.equal(fused.signal[:2], reference.signal)
     for b in range(3):
         alone = generate(model.decoder, conditioning[b:b + 1], speaker[b:b + 1], temperature=temperature,
-                         seeds=[seeds[b]], lpc=lpc[b:b + 1], method="fused")
+                         seeds=[seeds[b]], synthesis=lpc[b:b + 1], method="fused")
         assert torch.equal(alone.signal[0], fused.signal[b]), f"utterance {b}"
     # Fed its own output as the teacher, generation draws the same excitation again.
-    again = generate(model.decoder, conditioning, speaker, temperature=temperature, seeds=seeds, lpc=lpc,
+    again = generate(model.decoder, conditioning, speaker, temperature=temperature, seeds=seeds, synthesis=lpc,
                      method="fused", teacher=fused.signal)
     assert torch.equal(again.samples, fused.samples)
 
@@ -185,7 +210,7 @@ def test_decode_with_lengths_and_pitch_and_the_bad_calls():
     with pytest.raises(ValueError, match="lengths"):
         model.decode(codes, speaker, pitch=pitch, lengths=[161, 10])
     conditioning, _ = model.decoder_inputs(codes, speaker, pitch=pitch)
-    with pytest.raises(ValueError, match="prediction coefficients"):
+    with pytest.raises(ValueError, match="synthesis rows"):
         generate(model.decoder, conditioning, speaker)
     with pytest.raises(ValueError, match="excitation"):
         model.waveform(mu_law_encode(torch.zeros(2, 160)))

@@ -69,21 +69,22 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
         speaker = torch.zeros(batch, dtype=torch.long, device=device)
         methods = [("pytorch-queue (method torch)", reference_seconds, "torch")]
         if device.type == "cuda":
-            if not config.lpc_order:  # the CUDA graph does not generate source-filter decoders yet
+            if not (config.lpc_order or config.harmonics):  # the CUDA graph does not synthesise yet
                 methods.append(("cuda graph", seconds, "graph"))
         elif fused_available():
             methods.append(("fused (numba)", seconds, "fused"))
         for name, duration, method in methods:
             steps = max(int(duration * sample_rate), 16)
             conditioning = torch.randn(batch, config.conditioning_channels, steps, device=device)
-            lpc = _random_filters(batch, steps, config.lpc_order, device) if config.lpc_order else None
+            synthesis = (_random_synthesis(batch, steps, config.lpc_order, config.harmonics, device)
+                         if config.lpc_order or config.harmonics else None)
             if method != "torch":
                 # Compile / load the kernels: one utterance probes two threads, then one, THREAD_PROBE_STEPS each.
                 warm = slice(0, 2 * THREAD_PROBE_STEPS + 64)
                 generate(decoder, conditioning[:, :, warm], speaker, seeds=range(batch), method=method,
-                         lpc=None if lpc is None else lpc[:, warm])
+                         synthesis=None if synthesis is None else synthesis[:, warm])
             run = lambda: generate(decoder, conditioning, speaker, seeds=range(batch), method=method,  # noqa: E731
-                                   lpc=lpc)
+                                   synthesis=synthesis)
             times = [_time(run, device) for _ in range(max(1, repeats))]
             result = BenchResult(preset, name, batch, batch * steps, statistics.median(times), sample_rate)
             spread = f", {batch * steps / max(times):,.0f}-{batch * steps / min(times):,.0f} over {len(times)} runs"
@@ -93,13 +94,17 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
     return results
 
 
-def _random_filters(batch: int, steps: int, order: int, device: torch.device) -> torch.Tensor:
-    """Stable prediction coefficients for a source-filter decoder, one random filter per 64 samples: (B, T, M)."""
-    from audio_vqvae.lpc import per_sample, prediction_coefficients
+def _random_synthesis(batch: int, steps: int, order: int, harmonics: int, device: torch.device) -> torch.Tensor:
+    """Synthesis rows (:func:`audio_vqvae.lpc.synthesis_rows`) for a decoder that synthesises: stable prediction
+    coefficients, one random filter per 64 samples (with ``order``), and a 120 Hz tone as the harmonic part
+    (with ``harmonics``): (B, T, 1 + M)."""
+    from audio_vqvae.lpc import per_sample, prediction_coefficients, synthesis_rows
 
     frames = -(-steps // 64)
     reflections = torch.tanh(torch.randn(batch, frames, order, dtype=torch.float64) * 0.5)
-    return per_sample(prediction_coefficients(reflections), 64, steps).to(device)
+    coefficients = per_sample(prediction_coefficients(reflections), 64, steps) if order else None
+    tone = 0.1 * torch.sin(torch.arange(steps, dtype=torch.float64) * 0.1).expand(batch, steps) if harmonics else None
+    return synthesis_rows(tone, coefficients).to(device)
 
 
 def format_table(results: Sequence[BenchResult]) -> str:

@@ -125,16 +125,17 @@ def fused_available() -> bool:
     return True
 
 
-def resolve_method(method: str, device: torch.device, lpc: bool = False) -> str:
+def resolve_method(method: str, device: torch.device, synthesis: bool = False) -> str:
     """The path that runs: ``"auto"`` is the fused kernels on CPU (when numba imports), the CUDA graph on
     CUDA, and the PyTorch path elsewhere. ``"graph"`` off CUDA runs the same step eagerly (a check, not fast)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if lpc and method == "graph":
-        raise ValueError("method 'graph' does not generate a source-filter decoder yet; use 'torch' (or 'auto')")
+    if synthesis and method == "graph":
+        raise ValueError("method 'graph' does not generate a decoder with a synthesis (LPC split or harmonic part) "
+                         "yet; use 'torch' (or 'auto')")
     if method == "auto":
         if device.type == "cuda":
-            return "torch" if lpc else "graph"
+            return "torch" if synthesis else "graph"
         return "fused" if device.type == "cpu" and fused_available() else "torch"
     if method == "fused":
         if device.type != "cpu":
@@ -152,7 +153,7 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
              seeds: Optional[Sequence[int]] = None, generator: Optional[torch.Generator] = None,
              method: Method = "auto", teacher: Optional[torch.Tensor] = None, return_logits: bool = False,
              progress: Optional[Callable[[int], None]] = None, chunk_steps: Optional[int] = None,
-             lpc: Optional[torch.Tensor] = None) -> GenerationOutput:
+             synthesis: Optional[torch.Tensor] = None) -> GenerationOutput:
     """Generate μ-law samples autoregressively for a batch of utterances.
 
     Args:
@@ -166,18 +167,19 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
             PyTorch step captured in a CUDA graph; eager off CUDA) or ``"auto"`` (fused on CPU when numba
             is available, graph on CUDA).
         teacher: optional LongTensor[B x T]: feed these samples instead of the generated ones (checks); with
-            ``lpc``, the signal Tensor[B x T] to feed instead of the synthesised one.
+            ``synthesis``, the signal Tensor[B x T] to feed instead of the synthesised one.
         return_logits: also return the logits Tensor[B x Q x T] every sample was drawn from.
         progress: called with the number of steps done after every chunk.
         chunk_steps: steps per chunk (progress is reported after each); default: about 64 MiB of
             precomputed gate biases (PyTorch path), 8 MiB (fused path, one utterance), or about 32k
             samples over the batch (fused path, batch > 1, which precomputes none).
-        lpc: Tensor[B x T x M] per-sample prediction coefficients, for a source-filter decoder
-            (:mod:`audio_vqvae.lpc`): the samples drawn are the excitation, added to the prediction.
+        synthesis: Tensor[B x T x (1 + M)] per-sample synthesis rows (:func:`audio_vqvae.lpc.synthesis_rows`:
+            the harmonic part and the LPC prediction coefficients), for a decoder that synthesises
+            (``lpc_order`` or ``harmonics``): the samples drawn are the excitation, added to the prediction.
 
     Returns:
         :class:`~audio_vqvae.wavenet.GenerationOutput` with ``samples`` LongTensor[B x T] (and ``signal``
-        with ``lpc``).
+        with ``synthesis``).
     """
     batch, _, steps = conditioning.shape
     if speaker.shape != (batch,):
@@ -190,12 +192,12 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         seeds = seeds_from(generator, batch)
     if len(seeds) != batch:
         raise ValueError(f"need one seed per utterance ({batch}), got {len(seeds)}")
-    if (lpc is None) != (decoder.prediction_embedding is None):
-        raise ValueError("a source-filter decoder (lpc_order > 0) generates with its prediction coefficients "
-                         "(lpc=...), and only it does")
-    if lpc is not None and lpc.shape[:2] != (batch, steps):
-        raise ValueError(f"lpc must have shape ({batch}, {steps}, order), got {tuple(lpc.shape)}")
-    method = resolve_method(method, conditioning.device, lpc=lpc is not None)
+    if (synthesis is None) != (decoder.prediction_embedding is None):
+        raise ValueError("a decoder with an LPC split or a harmonic part generates with its synthesis rows "
+                         "(synthesis=..., VQVAE.decoder_inputs), and only it does")
+    if synthesis is not None and synthesis.shape[:2] != (batch, steps):
+        raise ValueError(f"synthesis must have shape ({batch}, {steps}, 1 + order), got {tuple(synthesis.shape)}")
+    method = resolve_method(method, conditioning.device, synthesis=synthesis is not None)
     uniforms = draw_uniforms(seeds, steps) if temperature > 0 else torch.zeros(batch, steps, dtype=torch.float64)
     if chunk_steps is None:
         bytes_per_step = 4 * batch * len(decoder.layers) * (decoder.config.gate_channels + 2)
@@ -212,11 +214,11 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
                               progress, chunk_steps)
     run = _generate_fused if method == "fused" else _generate_torch
     return run(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress, chunk_steps,
-               lpc)
+               synthesis)
 
 
 def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress,
-                    chunk_steps, lpc=None):
+                    chunk_steps, rows=None):
     """The per-layer-queue path (:meth:`WaveNet.step`), with biases precomputed per chunk."""
     batch, _, steps = conditioning.shape
     device = conditioning.device
@@ -226,7 +228,7 @@ def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teach
     logits_out = conditioning.new_empty(batch, classes, steps) if return_logits else None
     previous = torch.full((batch,), decoder.silence, dtype=torch.long, device=device)
     uniforms = uniforms.to(device)
-    synthesis = _Synthesis(lpc, classes) if lpc is not None else None
+    synthesis = _Synthesis(rows, classes) if rows is not None else None
     for start in range(0, steps, chunk_steps):
         stop = min(start + chunk_steps, steps)
         biases = torch.stack(decoder.layer_biases(conditioning[:, :, start:stop], speaker), dim=0)  # (L, B, G, T')
@@ -248,23 +250,25 @@ def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teach
 
 
 class _Synthesis:
-    """The LPC synthesis of the PyTorch path: ``p[t] = Σ_i c[t, i] s[t − i]`` and ``s[t] = p[t] + e[t]``, in float64.
+    """The synthesis of the PyTorch path, in float64: ``p[t] = Σ_i c[t, i] u[t − i] + h[t]`` on the residual
+    ``u = s − h`` and ``s[t] = p[t] + e[t]`` (:func:`audio_vqvae.lpc.synthesis_rows`).
 
     The signal is rounded to float32 as it is made, so that a teacher-forced pass over the float32
     output (:func:`audio_vqvae.lpc.predict`) sees exactly the values generation continued from.
     """
 
-    def __init__(self, lpc: torch.Tensor, classes: int):
+    def __init__(self, rows: torch.Tensor, classes: int):
         self.encode = lambda x: mu_law_encode(x, classes)  # noqa: E731
         self.classes = classes
-        self.coefficients = lpc.double()
-        batch, steps, order = lpc.shape
-        self.history = torch.zeros(batch, order, dtype=torch.float64, device=lpc.device)  # s[t-1], ..., s[t-M]
-        self.signal = torch.zeros(batch, steps, dtype=torch.float32, device=lpc.device)
+        self.offset = rows[:, :, 0].double()
+        self.coefficients = rows[:, :, 1:].double()
+        batch, steps, order = self.coefficients.shape
+        self.history = torch.zeros(batch, order, dtype=torch.float64, device=rows.device)  # u[t-1], ..., u[t-M]
+        self.signal = torch.zeros(batch, steps, dtype=torch.float32, device=rows.device)
         self.prediction = None
 
     def predict(self, t: int) -> torch.Tensor:
-        self.prediction = (self.history * self.coefficients[:, t]).sum(-1).clamp(-1.0, 1.0)
+        self.prediction = ((self.history * self.coefficients[:, t]).sum(-1) + self.offset[:, t]).clamp(-1.0, 1.0)
         return self.encode(self.prediction)
 
     def advance(self, t: int, excitation: torch.Tensor, teacher: Optional[torch.Tensor]) -> torch.Tensor:
@@ -272,7 +276,8 @@ class _Synthesis:
         value = (self.prediction + mu_law_decode(excitation, self.classes).double()).clamp(-1.0, 1.0).float()
         self.signal[:, t] = value
         fed = (teacher if teacher is not None else value).float().double()
-        self.history = torch.cat([fed.unsqueeze(1), self.history[:, :-1]], dim=1)
+        residual = (fed - self.offset[:, t]).unsqueeze(1)
+        self.history = torch.cat([residual, self.history[:, :-1]], dim=1)[:, :self.history.shape[1]]
         return self.encode(fed)
 
 
@@ -297,6 +302,7 @@ def _kernel_constant(decoder: WaveNet, speaker: torch.Tensor) -> np.ndarray:
 
 def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress,
                     chunk_steps, lpc=None):
+    # ``lpc``: the synthesis rows (B, T, 1 + M), column 0 the harmonic part, then the LPC coefficients.
     import numba
 
     from audio_vqvae.generation import fused
@@ -324,10 +330,11 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     # slow when other processes hold one of them. Both kernels give identical samples, so the choice is
     # re-made per chunk from measured speed (each is tried on a short chunk first).
     chooser = _ThreadChooser(enabled=batch == 1 and threads >= 2)
-    # A source-filter decoder: the prediction's embedding, every class's value and each utterance's last
-    # samples (the synthesis state); dummies of the same types otherwise, so one compiled kernel serves both.
+    # A decoder that synthesises: the prediction's embedding, every class's value and each utterance's last
+    # residual samples (the synthesis state); dummies of the same types otherwise, so one compiled kernel
+    # serves both.
     use_lpc = lpc is not None
-    order = lpc.shape[2] if use_lpc else 1
+    order = lpc.shape[2] - 1 if use_lpc else 1
     history = np.zeros((batch, order), np.float64)
     prediction_embedding = (np.ascontiguousarray(decoder.prediction_embedding.weight.detach().float().numpy())
                             if use_lpc else np.zeros((1, decoder.config.residual_channels), np.float32))

@@ -235,22 +235,26 @@ def _mu_law_class(x, mu, log1p_mu):
 
 
 @njit(error_model="numpy")
-def _lpc_prediction(coefficients, history):
-    """``p = Σ_i c_i s[t − i]``, clamped to [-1, 1]; ``history`` holds s[t − 1], s[t − 2], ..."""
-    p = coefficients[0] * history[0]
-    for i in range(1, history.shape[0]):
-        p = p + coefficients[i] * history[i]
+def _lpc_prediction(row, history):
+    """``p = Σ_i c_i u[t − i] + h[t]``, clamped to [-1, 1], from one synthesis row ``(h[t], c_1..c_M)``
+    (:func:`audio_vqvae.lpc.synthesis_rows`); ``history`` holds the residual u[t − 1], u[t − 2], ..."""
+    p = 0.0
+    for i in range(history.shape[0]):
+        p = p + row[1 + i] * history[i]
+    p = p + row[0]
     return min(max(p, -1.0), 1.0)
 
 
 @njit(error_model="numpy")
-def _lpc_advance(prediction, drawn, levels, history, fed_teacher, use_teacher):
-    """The new sample ``p + e`` (float32) and, after ``history`` has moved on by the sample fed, the fed value."""
+def _lpc_advance(prediction, drawn, levels, history, fed_teacher, use_teacher, offset):
+    """The new sample ``p + e`` (float32) and, after ``history`` has moved on by the residual of the sample fed
+    (the fed value less the offset ``h[t]``), the fed value."""
     value = np.float32(min(max(prediction + levels[drawn], -1.0), 1.0))
     fed = fed_teacher if use_teacher else value
-    for i in range(history.shape[0] - 1, 0, -1):
-        history[i] = history[i - 1]
-    history[0] = np.float64(fed)
+    if history.shape[0] > 0:
+        for i in range(history.shape[0] - 1, 0, -1):
+            history[i] = history[i - 1]
+        history[0] = np.float64(fed) - offset
     return value, np.float64(fed)
 
 
@@ -268,8 +272,9 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
                       prediction_embedding, lpc, history, levels, signal_out, teacher_signal, use_lpc, log1p_mu):
     """Run ``biases.shape[0]`` steps of one utterance; returns the sample to feed next.
 
-    With ``use_lpc`` (a source-filter decoder): ``lpc`` (T, M) float64 prediction coefficients,
-    ``history`` (M,) float64 the last samples (this thread's state), ``levels`` (Q,) float64 the
+    With ``use_lpc`` (a decoder that synthesises: LPC split, harmonic part): ``lpc`` (T, 1 + M) float64
+    synthesis rows ``(h[t], c_1..c_M)`` (:func:`audio_vqvae.lpc.synthesis_rows`), ``history`` (M,) float64
+    the last residual samples (this thread's state), ``levels`` (Q,) float64 the
     value of every μ-law class; each step adds the embedded class of the prediction to the input,
     draws the excitation and writes ``p + e`` to ``signal_out`` (T,) float32 (or feeds ``teacher_signal``).
 
@@ -387,7 +392,8 @@ def _utterance_worker(thread, threads, flags, parts, skip_out, hidden, logits,
         # No barrier here: the other thread's next writes to `logits`, `hidden` and `skip_out` come
         # after barriers that this thread reaches only once it has read them.
         if use_lpc:
-            value, fed = _lpc_advance(prediction, drawn, levels, history, teacher_signal[t], use_teacher)
+            value, fed = _lpc_advance(prediction, drawn, levels, history, teacher_signal[t], use_teacher,
+                                      lpc[t, 0])
             if thread == 0:
                 signal_out[t] = value
             sample = _mu_law_class(fed, mu, log1p_mu)
@@ -790,7 +796,7 @@ def _lane_block_worker(first, count, dilated, residual, residual_bias, skip, ski
             samples[first + b, t] = drawn
             if use_lpc:
                 value, fed = _lpc_advance(predictions[b], drawn, levels, history[first + b],
-                                          teacher_signal[first + b, t], use_teacher)
+                                          teacher_signal[first + b, t], use_teacher, lpc[first + b, t, 0])
                 signal_out[first + b, t] = value
                 current[b] = _mu_law_class(fed, mu, log1p_mu)
             else:

@@ -204,5 +204,5 @@ class TrainingOutputs(torch.nn.Module):
     def forward(self, audio: torch.Tensor, speaker: torch.Tensor,
                 pitch: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         out = self.model(audio, speaker, pitch=pitch)
-        return {"loss": out.loss, "reconstruction": out.reconstruction, "quantizer": out.quantizer,
-                "perplexity": out.perplexity, "codes_used": out.codes_used, "envelope": out.envelope}
+        return {"loss": out.loss, "perplexity": out.perplexity, "codes_used": out.codes_used,
+                **{f"losses/{name}": value for name, value in out.losses.items()}}

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -190,27 +190,26 @@ class StepWindow:
 
 
 def log_train_window(writer: Any, log: RunLog, window: StepWindow, *, step: int, max_steps: int,
-                     samples_per_step: int, envelope: bool) -> None:
+                     samples_per_step: int, losses: Sequence[str]) -> None:
     """A log window's mean training scalars to TensorBoard (``writer``, None on ranks > 0) and one ``log`` line.
 
     Args:
         samples_per_step: audio samples of one step over all processes (for the throughput).
-        envelope: the model has an envelope network (``decoder.lpc_order``), whose loss is logged too.
+        losses: the names of the model's loss terms (:attr:`audio_vqvae.model.VQVAEOutput.losses`), each logged
+            as ``train/<name>``: ``reconstruction``, ``quantizer``, and ``envelope`` / ``harmonic`` for those parts.
     """
     means = window.means()
     step_seconds = means["data_s"] + means["compute_s"]
     throughput = samples_per_step / max(step_seconds, 1e-9)
     if writer is not None:
-        for name in ("loss", "reconstruction", "quantizer", "bits_per_sample", "perplexity", "codes_used",
-                     "grad_norm"):
+        for name in ("loss", *losses, "bits_per_sample", "perplexity", "codes_used", "grad_norm"):
             writer.add_scalar(f"train/{name}", means[name], step)
-        if envelope:  # the envelope network's loss (audio_vqvae.lpc)
-            writer.add_scalar("train/envelope", means["envelope"], step)
         writer.add_scalar("train/learning_rate", means["learning_rate"], step)
         writer.add_scalar("time/samples_per_second", throughput, step)
         writer.add_scalar("time/data_seconds_per_step", means["data_s"], step)
         writer.add_scalar("time/compute_seconds_per_step", means["compute_s"], step)
-    log(f"step {step}/{max_steps} | loss {means['loss']:.4f} | "
+    parts = "".join(f"{name} {means[name]:.4f} | " for name in losses if name not in ("reconstruction", "quantizer"))
+    log(f"step {step}/{max_steps} | loss {means['loss']:.4f} | {parts}"
         f"{means['bits_per_sample']:.4f} bits/sample | perplexity {means['perplexity']:.1f} | "
         f"{means['codes_used']:.0f} codes | lr {means['learning_rate']:.2e} | grad {means['grad_norm']:.3f} | "
         f"{throughput:,.0f} samples/s | data {means['data_s']:.3f} s + compute {means['compute_s']:.3f} s "

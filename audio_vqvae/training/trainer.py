@@ -230,6 +230,7 @@ class Trainer:
         self._loop_started = 0.0  # perf_counter at the start of fit's loop (train.max_minutes counts from it)
         self.last_checkpoint: Optional[Path] = resume_from
         self.last_valid: dict = {}
+        self.loss_terms: tuple = ()  # the model's loss names (VQVAEOutput.losses), known after the first step
         self.valid_step = -1  # the step last_valid measured
         # Last: nothing after it may raise and leave a half-built trainer holding a DDP reducer.
         self.train_model = DistributedModel(self.model, self.context)
@@ -317,7 +318,7 @@ class Trainer:
                             sps=f"{samples_per_step / max(stats['data_s'] + stats['compute_s'], 1e-9):,.0f}")
             if self.step % train.log_every == 0 or self.step == train.max_steps:
                 log_train_window(self.writer, self.log, window, step=self.step, max_steps=train.max_steps,
-                                 samples_per_step=samples_per_step, envelope=self.model.source_filter)
+                                 samples_per_step=samples_per_step, losses=self.loss_terms)
                 window = StepWindow()
             self._periodic(final=self.step == train.max_steps)
             time_up = train.max_minutes > 0 and time.perf_counter() - self._loop_started >= 60 * train.max_minutes
@@ -341,10 +342,11 @@ class Trainer:
         self.train_model.train()
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             out = self.train_model(audio, speaker, pitch)
-        parts = torch.stack([out["loss"].detach().float(), out["reconstruction"].detach().float(),
-                             out["quantizer"].detach().float(), out["envelope"].detach().float()])
-        parts = mean_over_ranks(self.context, parts).cpu()
-        loss, reconstruction, quantizer_loss, envelope = (float(v) for v in parts)
+        # The model's named loss terms (VQVAEOutput.losses: reconstruction, quantizer, and one per decoder part).
+        names = [key for key in out if key.startswith("losses/")]
+        parts = torch.stack([out["loss"].detach().float()] + [out[key].detach().float() for key in names])
+        loss, *values = (float(v) for v in mean_over_ranks(self.context, parts).cpu())
+        terms = {key.split("/", 1)[1]: value for key, value in zip(names, values)}
         if not math.isfinite(loss):
             self._non_finite("loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -356,8 +358,9 @@ class Trainer:
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": loss, "reconstruction": reconstruction, "quantizer": quantizer_loss, "envelope": envelope,
-                "bits_per_sample": reconstruction / math.log(2), "perplexity": float(out["perplexity"]),
+        self.loss_terms = tuple(terms)
+        return {"loss": loss, **terms, "bits_per_sample": terms["reconstruction"] / math.log(2),
+                "perplexity": float(out["perplexity"]),
                 "codes_used": int(out["codes_used"]), "learning_rate": learning_rate, "grad_norm": grad_norm}
 
     def _non_finite(self, what: str, value: float) -> None:
