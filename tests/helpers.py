@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -337,3 +338,10 @@ def run_recipe(out: Path, overrides: list[str], *extra: str, recipe: str = "vctk
 def run(*argv) -> int:
     """``audio-vqvae ARGV...`` in this process; returns the exit status."""
     return main([str(a) for a in argv])
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now, for a test's process group."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

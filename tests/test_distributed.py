@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,9 @@ from audio_vqvae.config import ExperimentConfig, apply_overrides
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import qualify_overrides
 
-from helpers import REPO, make_tiny_corpus, subprocess_env, tiny_overrides
+from helpers import REPO, free_port, make_tiny_corpus, subprocess_env, tiny_overrides
 
 STEPS = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _worker(rank: int, port: int, corpus_root: str, cache_dir: str, run_dir: str, results: str) -> None:
@@ -50,7 +43,7 @@ def test_two_gloo_processes_keep_identical_replicas_and_only_rank0_writes(tmp_pa
     corpus = make_tiny_corpus(tmp_path / "corpus")
     run_dir, results = tmp_path / "run", tmp_path / "results"
     results.mkdir()
-    mp.spawn(_worker, args=(_free_port(), str(corpus), str(tmp_path / "cache"), str(run_dir), str(results)),
+    mp.spawn(_worker, args=(free_port(), str(corpus), str(tmp_path / "cache"), str(run_dir), str(results)),
              nprocs=2, join=True)
     first, second = (torch.load(results / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert first["world_size"] == second["world_size"] == 2
@@ -137,7 +130,7 @@ def test_ranks_leave_train_without_deadlocking_in_process_group_teardown(tmp_pat
     results = tmp_path / "results"
     results.mkdir()
     context = mp.start_processes(_teardown_worker, nprocs=2, join=False, start_method="spawn", args=(
-        _free_port(), str(corpus), str(tmp_path / "cache"), str(tmp_path / "run"), str(results)))
+        free_port(), str(corpus), str(tmp_path / "cache"), str(tmp_path / "run"), str(results)))
     deadline = time.monotonic() + 60
     try:
         while not context.join(timeout=1):

@@ -1,7 +1,6 @@
 """Under torch.distributed the quantizer's replicas stay identical (2 CPU processes, gloo)."""
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -9,11 +8,7 @@ import torch.multiprocessing as mp
 
 from audio_vqvae.quantizer import VectorQuantizer
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from helpers import free_port
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str, update: str) -> None:
@@ -31,7 +26,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, update: str) ->
 
 
 def _run(tmp_path, update):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), update), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), update), nprocs=2, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
 
