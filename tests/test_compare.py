@@ -13,7 +13,8 @@ from helpers import run
 
 def fake_report(checkpoint: str, seed: int, *, step: Optional[int] = 10000, voiced: float = 0.40,
                 target: float = 0.20, top: float = 0.90, conversion_mcd: float = 4.90, source_mcd: float = 5.17,
-                f0_error: float = 0.2, temperature: float = 1.0, parallel: bool = True) -> dict:
+                f0_error: float = 0.2, temperature: float = 1.0, parallel: bool = True, control: float = 0.125,
+                encoder: bool = True) -> dict:
     """The sections of an ``audio-vqvae evaluate`` report that ``compare`` reads, with chosen values."""
     return {
         "checkpoint": checkpoint, "step": step,
@@ -23,8 +24,13 @@ def fake_report(checkpoint: str, seed: int, *, step: Optional[int] = 10000, voic
         "reconstruction": {"mcd_db": 5.0, "lsd_db": 16.0, "baseline_mcd_db": 7.2, "baseline_lsd_db": 18.64,
                            "voiced_share": voiced, "original_voiced_share": 0.775},
         "speaker_id": {"available": True, "classes": 8, "chance": 0.125, "real_heldout_accuracy": 1.0,
-                       "reconstruction_accuracy": 0.25, "conversion_target_accuracy": target,
-                       "generated_top_share": top},
+                       "reconstruction_accuracy": 0.25, "conversion_target_accuracy": 0.2,
+                       "generated_top_share": 0.9},
+        **({"speaker_encoder": {"available": True, "classes": 8, "chance": 0.125, "real_heldout_accuracy": 1.0,
+                                "conversion_target_accuracy": target, "control_target_accuracy": control,
+                                "generated_top_share": top, "generated_top_prediction": "d01",
+                                "conversion_secs_intended": 0.75, "control_secs_intended": 0.70}}
+           if encoder else {}),
         "parallel": ({"available": True, "conversion_mcd_db": conversion_mcd, "source_target_mcd_db": source_mcd,
                       "f0_error_semitones": f0_error, "source_f0_error_semitones": 13.0}
                      if parallel else {"available": False, "reason": "the corpus has no transcripts"}),
@@ -61,10 +67,13 @@ def test_columns_group_by_checkpoint_and_order_seeds(tmp_path, capsys):
     assert rows["measure"][:2] == ["vctk-demo @ 10,000", "true mel"]
     assert rows["seeds"][:2] == ["0 / 1 / 2", "0"]
     assert rows["reconstructions' frames voiced (pYIN)"] == ["42.2 / 40.5 / 39.4 %", "40.0 %", "≥ 60 %",
-                                                            "originals 77.5 %"]
+                                                            "originals 77.5 %; near 0 is noise without harmonics"]
     assert rows["teacher-forced bits per sample (the decoder's own targets)"][0] == "4.500 / 4.510 / 4.520"
     assert rows["conversion vs the target's reading, MCD (DTW)"][:2] == ["4.90 / 4.90 / 4.90 dB", "—"]
-    assert rows["phone accuracy of the codes"][:2] == ["—", "—"]
+    assert not any(label.startswith("phone accuracy of the codes") for label in rows)  # no report has it
+    assert rows["speaker encoder: conversions named as their target"][:2] == ["20.0 / 20.0 / 20.0 %", "20.0 %"]
+    assert rows["speaker encoder: SECS of the conversions to the target's centroid"][0] == "0.75 / 0.75 / 0.75"
+    assert rows["noise-sensitive classifier: conversions named as their target"][0] == "20.0 / 20.0 / 20.0 %"
     # Met by every seed of the demo: conversion MCD below the source's and the pitch; the mel run has no
     # parallel section, so two of its five targets are not measured.
     assert rows["targets met on every seed"][:2] == ["2 of 5", "0 of 5 (2 not measured)"]
@@ -83,6 +92,20 @@ def test_a_target_counts_only_when_every_seed_meets_it(tmp_path, capsys):
     save(tmp_path, "seed2.json", fake_report(checkpoint, 2, **good))
     assert run("compare", tmp_path) == 0
     assert table_lines(capsys.readouterr().out)["targets met on every seed"][0] == "5 of 5"
+    # A judge that names the f0-only controls as the target as often as the conversions: its 70 % is not met.
+    for seed in range(3):
+        save(tmp_path, f"seed{seed}.json", fake_report(checkpoint, seed, **good, control=0.70))
+    assert run("compare", tmp_path) == 0
+    assert table_lines(capsys.readouterr().out)["targets met on every seed"][0] == "4 of 5"
+
+
+def test_reports_from_before_a_judge_show_a_dash(tmp_path, capsys):
+    old = save(tmp_path / "old", "seed0.json", fake_report("runs/a/checkpoints/step-00000100.pt", 0, encoder=False))
+    new = save(tmp_path / "new", "seed0.json", fake_report("runs/b/checkpoints/step-00000100.pt", 0))
+    assert run("compare", old, new) == 0
+    rows = table_lines(capsys.readouterr().out)
+    assert rows["speaker encoder: conversions named as their target"][:2] == ["—", "20.0 %"]
+    assert rows["targets met on every seed"][0] == "2 of 5 (2 not measured)"
 
 
 def test_other_settings_of_one_checkpoint_get_their_own_column(tmp_path):

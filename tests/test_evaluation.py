@@ -246,17 +246,23 @@ def tiny(tmp_path_factory):
     return {"tmp": tmp, "root": root, "cache": tmp / "cache", "checkpoint": checkpoint, "bare": bare}
 
 
-def evaluate_command(checkpoint, out, *extra):
+# The pretrained judges cost most of a tiny evaluation: the end-to-end test runs them, the others skip them.
+PRETRAINED = "speaker_encoder,quality"
+
+
+def evaluate_command(checkpoint, out, *extra, judges="fast"):
+    skip = ("--skip", PRETRAINED) if judges == "fast" else ()
     return run("evaluate", "--checkpoint", checkpoint, "--out", out, "--utterances", 3, "--conversions", 2,
-               "--seconds", 0.25, "--classifier-utterances", 3, "--no-progress", *extra)
+               "--seconds", 0.25, "--classifier-utterances", 3, "--no-progress", *skip, *extra)
 
 
 def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "eval" / "report.json"
-    assert evaluate_command(tiny["checkpoint"], out, "--run-dir", tmp_path / "run") == 0
+    assert evaluate_command(tiny["checkpoint"], out, "--run-dir", tmp_path / "run", judges="all") == 0
     report = json.loads(out.read_text())
     assert set(report) == {"checkpoint", "step", "model", "corpus", "settings", "teacher_forced", "codes",
-                           "reconstruction", "speaker_id", "parallel", "units", "notes", "timings_s", "seconds"}
+                           "reconstruction", "speaker_id", "speaker_id_multicondition", "speaker_encoder", "quality",
+                           "intelligibility", "parallel", "units", "clips", "notes", "timings_s", "seconds"}
     assert report["units"]["available"] is False and "alignments" in report["units"]["reason"]  # none in this corpus
     assert report["step"] == 42
     assert report["corpus"]["heldout_utterances"] == 4 and report["corpus"]["utterances"] == 3
@@ -297,20 +303,50 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     assert 1 <= named <= 3 and top == pytest.approx(round(top)) and round(top) >= -(-9 // named)
     assert named > 1 or round(top) == 9
 
+    # Every speaker judge names the 3 originals, 3 reconstructions, 6 conversions and their 6 f0 controls.
+    for section in ("speaker_id_multicondition", "speaker_encoder"):
+        judged = report[section]
+        assert judged["available"] and judged["classes"] == 3 and judged["controls"] == 6, section
+        for key, clips in (("real_heldout_accuracy", 3), ("control_target_accuracy", 6),
+                           ("control_source_accuracy", 6), ("conversion_target_accuracy", 6)):
+            count = judged[key] * clips
+            assert count == pytest.approx(round(count)), (section, key)
+    assert report["speaker_id_multicondition"]["noise_snrs_db"] == [10.0, 20.0, 30.0]
+    assert report["speaker_id"]["noise_snrs_db"] == [] and report["speaker_id"]["controls"] == 6
+    encoder = report["speaker_encoder"]
+    assert -1 <= encoder["conversion_secs_intended"] <= 1 and -1 <= encoder["control_secs_source"] <= 1
+    quality = report["quality"]
+    assert quality["original_clips"] == 3 and quality["conversion_clips"] == 6 and quality["control_clips"] == 6
+    assert all(1 <= quality[f"{kind}_{rating}"] <= 5 for kind in ("original", "reconstruction", "conversion",
+                                                                   "control") for rating in ("sig", "bak", "ovrl"))
+    assert report["intelligibility"] == {"available": False,
+                                         "reason": "the corpus has no phone alignments (prepare it with --alignments)"}
+    # The per-clip verdicts: truth, reconstruction, 2 conversions and their 2 controls, each judged.
+    assert [item["kind"] for item in report["clips"][0]["items"]] == ["original", "reconstruction", "conversion",
+                                                                      "conversion", "control", "control"]
+    assert set(report["clips"][0]["items"][2]["verdicts"]) == {"speaker_id", "speaker_id_multicondition",
+                                                                "speaker_encoder", "quality", "parallel"}
+
     par = report["parallel"]
     assert par["available"] and par["pairs"] == 6  # every target read the held-out sentence
     assert par["conversion_mcd_db"] > 0 and par["source_target_mcd_db"] > 0
     assert par["f0_pairs"] <= 6
 
     markdown = (tmp_path / "eval" / "report.md").read_text()
-    assert "| measure | value | reference |" in markdown and "chance 33.3 %" in markdown
+    assert "| measure | value | reference | target |" in markdown and "chance 33.3 %" in markdown
+    assert "| speaker encoder: f0-only controls named as the target |" in markdown
+    assert "- phone recognizer (intelligibility): not measured (the corpus has no phone alignments" in markdown
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert page.count("<audio ") == 18 and len(list((tmp_path / "eval" / "report_files").glob("*.wav"))) == 18
     assert markdown in capsys.readouterr().out
 
     events = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0, "audio": 0})
     events.Reload()
     scalars = events.Tags()["scalars"]
     for tag in ("eval/teacher_forced/bits_per_sample", "eval/codes/bitrate", "eval/reconstruction/mcd_db",
-                "eval/speaker_id/conversion_target_accuracy", "eval/parallel/conversion_mcd_db"):
+                "eval/speaker_id/conversion_target_accuracy", "eval/parallel/conversion_mcd_db",
+                "eval/speaker_encoder/conversion_secs_intended", "eval/quality/conversion_ovrl",
+                "eval/speaker_id_multicondition/control_target_accuracy"):
         assert tag in scalars, tag
     assert [e.step for e in events.Scalars("eval/codes/perplexity")] == [42]
     audio = sorted(events.Tags()["audio"])
@@ -318,7 +354,8 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     assert [clip.split("_")[:2] for clip in clips] == [["clip0", "p225"], ["clip1", "p226"]]
     for clip in clips:
         kinds = [tag.split("/")[2] for tag in audio if tag.split("/")[1] == clip]
-        assert kinds[:2] == ["0_truth", "1_reconstruction"] and [kind[:5] for kind in kinds[2:]] == ["2_as_", "3_as_"]
+        assert kinds[:2] == ["0_truth", "1_reconstruction"] and [kind[:5] for kind in kinds[2:4]] == ["2_as_", "3_as_"]
+        assert [kind[:16] for kind in kinds[4:]] == ["4_f0_control_as_", "5_f0_control_as_"]
 
 
 def test_evaluate_is_reproducible_and_reads_a_cache_directly(tiny, tmp_path):
@@ -326,7 +363,7 @@ def test_evaluate_is_reproducible_and_reads_a_cache_directly(tiny, tmp_path):
     assert evaluate_command(tiny["checkpoint"], first) == 0
     assert evaluate_command(tiny["bare"], second, "--cache", tiny["cache"]) == 0
     a, b = json.loads(first.read_text()), json.loads(second.read_text())
-    for section in ("teacher_forced", "codes", "reconstruction", "speaker_id", "parallel"):
+    for section in ("teacher_forced", "codes", "reconstruction", "speaker_id", "speaker_id_multicondition", "parallel"):
         assert a[section] == b[section], section
     assert b["step"] is None
 

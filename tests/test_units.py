@@ -17,7 +17,7 @@ from audio_vqvae.config import (
     apply_overrides,
 )
 from audio_vqvae.data import make_demo_corpus, prepare_corpus
-from audio_vqvae.evaluation.evaluate import format_markdown, report_scalars
+from audio_vqvae.evaluation.report import format_markdown, report_scalars
 from audio_vqvae.evaluation.units import (
     UtteranceUnits,
     abx_errors,
@@ -206,7 +206,7 @@ def test_report_writers_show_units():
     markdown = format_markdown(report)
     assert "| phone accuracy of the codes" in markdown and "40.0 %" in markdown
     assert "| sil | 4 | 100.0 % |" in markdown and "| s | 1 | 0.0 % |" in markdown
-    assert report_scalars(report)["units/abx_across_speaker"] == 0.2
+    assert report_scalars(report)["units/abx/across_speaker"] == 0.2
 
 
 def test_validation_logs_phone_accuracy_when_the_corpus_has_alignments(tmp_path, one_thread):

@@ -12,26 +12,26 @@ from audio_vqvae.options import COUNT, POSITIVE_INT, POSITIVE_SECONDS, SEED, TEM
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from audio_vqvae.evaluation.evaluate import (
-        EvaluationSettings,
-        evaluate,
-        format_markdown,
-        markdown_path,
-        write_report,
-        write_tensorboard,
-    )
+    from audio_vqvae.evaluation.evaluate import EvaluationSettings, evaluate
+    from audio_vqvae.evaluation.listening import files_folder, page_path
+    from audio_vqvae.evaluation.report import format_markdown, markdown_path, write_report, write_tensorboard
 
     out = Path(args.out)
     if out.suffix != ".json":
-        raise InputError(f"{out}: --out must name a .json file (the markdown summary goes next to it)")
-    if out.is_dir() or markdown_path(out).is_dir():
-        raise InputError(f"{out}: --out and {markdown_path(out).name} next to it must be files, not folders")
+        raise InputError(f"{out}: --out must name a .json file (the markdown summary and the listening page go "
+                         "next to it)")
+    if any(path.is_dir() for path in (out, markdown_path(out), page_path(out))):
+        raise InputError(f"{out}: --out, {markdown_path(out).name} and {page_path(out).name} next to it must be "
+                         "files, not folders")
+    if files_folder(page_path(out)).is_file():
+        raise InputError(f"{files_folder(page_path(out))}: the listening page's audio folder is a file")
     from audio_vqvae.filesystem import check_writable  # every output, in one line, before minutes of work
     for path, folder in [(out, False), (markdown_path(out), False), (args.run_dir and Path(args.run_dir), True)]:
         path and check_writable(path, folder=folder)
     settings = EvaluationSettings(utterances=args.utterances, conversions=args.conversions, seconds=args.seconds,
                                   temperature=args.temperature, seed=args.seed,
-                                  classifier_utterances=args.classifier_utterances)
+                                  classifier_utterances=args.classifier_utterances,
+                                  skip=tuple(name for name in (args.skip or "").split(",") if name))
     try:
         evaluation = evaluate(args.checkpoint, corpus=args.corpus, data_root=args.data_root, cache=args.cache,
                               settings=settings, device=args.device, progress=not args.no_progress)
@@ -43,7 +43,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.run_dir:
         write_tensorboard(evaluation, args.run_dir)
     print(format_markdown(evaluation.report))
-    print(f"wrote {out} and {markdown}" + (f"; TensorBoard scalars eval/* in {args.run_dir}" if args.run_dir else ""))
+    print(f"wrote {out}, {markdown} and the listening page {page_path(out)}"
+          + (f"; TensorBoard scalars eval/* in {args.run_dir}" if args.run_dir else ""))
     return 0
 
 
@@ -68,11 +69,15 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="measure a checkpoint on the held-out split (likelihood, codes, reconstruction, conversion)",
         description="Evaluate a checkpoint on the held-out split of its corpus: teacher-forced bits per sample, "
-                    "codebook use and bitrate, reconstruction distortion (MCD, LSD), speaker conversion judged by an "
-                    "independent speaker classifier and, on a parallel corpus, against the target speaker's own "
-                    "reading. Writes a JSON report and a markdown summary next to it. See docs/evaluation.md.")
+                    "codebook use and bitrate, reconstruction distortion (MCD, LSD), speaker conversion judged by a "
+                    "pretrained speaker encoder and two independent speaker classifiers next to f0-only controls, "
+                    "predicted quality (DNSMOS), intelligibility (an independent phone recognizer, where the corpus "
+                    "has alignments) and, on a parallel corpus, against the target speaker's own reading. Writes a "
+                    "JSON report, a markdown summary and a listening page (report.html) next to it. "
+                    "See docs/evaluation.md.")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.pt) written by training")
-    parser.add_argument("--out", required=True, help="report .json (the summary goes to the same name with .md)")
+    parser.add_argument("--out", required=True, help="report .json (the summary goes to the same name with .md, the "
+                                                     "listening page to .html and its audio to <name>_files/)")
     parser.add_argument("--corpus", choices=tuple(CORPORA),
                         help="corpus to evaluate on (default: the one in the checkpoint's data config)")
     parser.add_argument("--data-root",
@@ -89,8 +94,11 @@ def register(subparsers) -> None:
                         help=f"sampling temperature, {TEMPERATURE.range}; 0 = greedy (default 1)")
     parser.add_argument("--seed", type=SEED, default=0, help=f"random seed of the sampling, {SEED.range} (default 0)")
     parser.add_argument("--classifier-utterances", type=POSITIVE_INT, default=24,
-                        help="real training utterances per speaker for the speaker classifier, "
+                        help="real training utterances per speaker for the speaker classifiers, "
                              f"{POSITIVE_INT.range} (default 24)")
+    parser.add_argument("--skip", metavar="JUDGE[,JUDGE]",
+                        help="judges not to run (report sections, e.g. quality,speaker_encoder); every judge runs by "
+                             "default")
     parser.add_argument("--run-dir", help="also write the figures (eval/*) and a few audio clips to TensorBoard here")
     # cpu by default, not auto: the report's figures then come from the same arithmetic on every machine.
     parser.add_argument("--device", type=device, default="cpu",

@@ -1,9 +1,11 @@
 """Evaluation reports side by side: one column per checkpoint, its seeds joined with `` / ``.
 
 ``audio-vqvae compare`` reads the JSON reports that ``audio-vqvae evaluate`` writes and prints the
-table that an ablation needs: the same measures for every model, each seed's value, the reference
+table that an ablation needs: the headline rows of the one table of measures
+(:data:`~audio_vqvae.evaluation.measures.HEADLINE`) for every model, each seed's value, the reference
 of the first report, and whether every seed of a column meets the demo's targets
-(:data:`DEMO_TARGETS`), as the results page's ablation tables have it.
+(:data:`~audio_vqvae.evaluation.measures.DEMO_TARGETS`), as the results page's ablation tables have it.
+A report from before a judge existed shows ``—`` in that judge's rows; a row no report has is left out.
 
     >>> report = {"checkpoint": "runs/a/checkpoints/step-00000010.pt", "step": 10,
     ...           "settings": {"seed": 0, "utterances": 16, "conversions": 2, "seconds": 2.0, "temperature": 1.0},
@@ -17,32 +19,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from audio_vqvae.errors import InputError
+from audio_vqvae.evaluation.measures import DEMO_TARGETS, HEADLINE, Measure
 
 # The settings that must agree within a column (the seed is what varies).
 _SAME_SETTINGS = ("utterances", "conversions", "seconds", "temperature")
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a measure must meet on every seed: ``check(value, report)``, described by ``text``."""
-
-    text: str
-    check: Callable[[float, dict], bool]
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One row: where its value is in a report, how it prints, and what it is compared with."""
-
-    label: str
-    value: Callable[[dict], Optional[float]]
-    format: Callable[[float], str]  # the number, without its unit
-    unit: str
-    reference: Callable[[dict], str]
-    target: Optional[Target] = None
 
 
 @dataclass
@@ -56,83 +39,6 @@ class Column:
     @property
     def seeds(self) -> list[int]:
         return [report["settings"]["seed"] for report in self.reports]
-
-
-def _get(report: dict, *keys: str) -> Optional[float]:
-    """``report[k1][k2]...`` or None where a section is absent or not measured."""
-    value = report
-    for key in keys:
-        if not isinstance(value, dict) or value.get("available") is False or key not in value:
-            return None
-        value = value[key]
-    return None if value is None or isinstance(value, bool) else float(value)
-
-
-def _share(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def _percent(value: float) -> str:
-    return _share(value) + " %"
-
-
-def _db(value: float) -> str:
-    return f"{value:.2f} dB"
-
-
-def _reference(text: Callable[[dict], str]) -> Callable[[dict], str]:
-    """A reference text that reads the first report, or '' where the figures it needs are absent."""
-
-    def read(report: dict) -> str:
-        try:
-            return text(report)
-        except (KeyError, TypeError, ValueError):
-            return ""
-
-    return read
-
-
-_NUMBER, _PRECISE = "{:.2f}".format, "{:.3f}".format
-
-MEASURES: tuple[Measure, ...] = (
-    Measure("teacher-forced bits per sample (the decoder's own targets)",
-            lambda r: _get(r, "teacher_forced", "bits_per_sample"), _PRECISE, "",
-            _reference(lambda r: f"{r['teacher_forced']['chance_bits_per_sample']:.0f}: uniform")),
-    Measure("reconstruction MCD", lambda r: _get(r, "reconstruction", "mcd_db"), _NUMBER, " dB",
-            _reference(lambda r: f"{_db(r['reconstruction']['baseline_mcd_db'])}: another utterance of the speaker")),
-    Measure("reconstruction log-spectral distance", lambda r: _get(r, "reconstruction", "lsd_db"), _NUMBER, " dB",
-            _reference(lambda r: f"{_db(r['reconstruction']['baseline_lsd_db'])}: the same baseline")),
-    Measure("reconstructions' frames voiced (pYIN)", lambda r: _get(r, "reconstruction", "voiced_share"),
-            _share, " %", _reference(lambda r: f"originals {_percent(r['reconstruction']['original_voiced_share'])}"),
-            Target("≥ 60 %", lambda v, r: v >= 0.60)),
-    Measure("reconstructions named as their own speaker", lambda r: _get(r, "speaker_id", "reconstruction_accuracy"),
-            _share, " %", _reference(lambda r: f"ceiling {_percent(r['speaker_id']['real_heldout_accuracy'])}")),
-    Measure("conversions named as their target", lambda r: _get(r, "speaker_id", "conversion_target_accuracy"),
-            _share, " %", _reference(lambda r: f"chance {_percent(r['speaker_id']['chance'])}"),
-            Target("≥ 60 %", lambda v, r: v >= 0.60)),
-    Measure("generated clips named as the most common speaker", lambda r: _get(r, "speaker_id", "generated_top_share"),
-            _share, " %", _reference(lambda r: f"{_percent(1 / r['speaker_id']['classes'])} if spread evenly"),
-            Target("≤ 30 %", lambda v, r: v <= 0.30)),
-    Measure("conversion vs the target's reading, MCD (DTW)", lambda r: _get(r, "parallel", "conversion_mcd_db"),
-            _NUMBER, " dB",
-            _reference(lambda r: f"{_db(r['parallel']['source_target_mcd_db'])}: the unconverted source"),
-            Target("below the source's", lambda v, r: v < r["parallel"]["source_target_mcd_db"])),
-    Measure("median f0, conversion vs the target's reading", lambda r: _get(r, "parallel", "f0_error_semitones"),
-            "{:.1f}".format, " semitones",
-            _reference(lambda r: f"the source {r['parallel']['source_f0_error_semitones']:.1f} semitones"),
-            Target("≤ 1 semitone", lambda v, r: v <= 1.0 + 1e-9)),
-    Measure("phone accuracy of the codes", lambda r: _get(r, "units", "phone_accuracy", "accuracy"), _share, " %",
-            _reference(lambda r: f"majority phone {_percent(r['units']['phone_accuracy']['majority_baseline'])}")),
-    Measure("ABX error across speakers, any context", lambda r: _get(r, "units", "abx", "across_speaker_any_context"),
-            _share, " %", _reference(lambda r: "50 % = no phone information")),
-    Measure("speaker named from 1 s of codes", lambda r: _get(r, "units", "speaker", "accuracy"), _share, " %",
-            _reference(lambda r: f"chance {_percent(r['units']['speaker']['chance'])}; lower is freer of the speaker")),
-    Measure("code bitrate (entropy × frame rate)", lambda r: _get(r, "codes", "bitrate"), "{:,.0f}".format, " bit/s",
-            _reference(lambda r: f"{r['codes']['bitrate_max']:,.0f} bit/s at uniform use")),
-)
-"""The rows of the table. The targets are the demo's (docs/results.md): what an audible conversion needs."""
-
-DEMO_TARGETS = tuple(measure for measure in MEASURES if measure.target is not None)
 
 
 def load_reports(arguments: Sequence[str]) -> list[tuple[Optional[str], Path, dict]]:
@@ -224,12 +130,10 @@ def cell(measure: Measure, column: Column) -> str:
 
 def meets(measure: Measure, column: Column) -> Optional[bool]:
     """Whether every seed meets the measure's target; None when it has no target or a seed did not measure it."""
-    if measure.target is None:
+    verdicts = [measure.meets(report) for report in column.reports]
+    if measure.target is None or any(verdict is None for verdict in verdicts):
         return None
-    values = [(measure.value(report), report) for report in column.reports]
-    if any(value is None for value, _ in values):
-        return None
-    return all(measure.target.check(value, report) for value, report in values)
+    return all(verdicts)
 
 
 def format_table(columns: Sequence[Column]) -> str:
@@ -242,8 +146,10 @@ def format_table(columns: Sequence[Column]) -> str:
         "|---|" + "---:|" * len(columns) + "---|---|",
         "| seeds | " + " | ".join(" / ".join(map(str, column.seeds)) for column in columns) + " | | |",
     ]
-    for measure in MEASURES:
+    for measure in HEADLINE:
         row = [cell(measure, column) for column in columns]
+        if all(text == "—" for text in row):
+            continue  # a judge none of the reports has
         lines.append(f"| {measure.label} | " + " | ".join(row) + " | "
                      + (measure.target.text if measure.target else "") + f" | {measure.reference(first)} |")
     met = []

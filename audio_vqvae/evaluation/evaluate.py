@@ -1,78 +1,75 @@
-"""Evaluate a checkpoint on the held-out split of its corpus: likelihood, codes, reconstruction and conversion.
+"""Evaluate a checkpoint on the held-out split of its corpus: running an evaluation.
 
 :func:`evaluate` reads the checkpoint (model, speaker table, data config), opens the prepared corpus
 the training run used (or the one named), and measures on ``settings.utterances`` held-out utterances,
-taken round-robin over speakers:
+taken round-robin over speakers. The model's own measures come first (:mod:`~audio_vqvae.evaluation.likelihood`:
+``teacher_forced`` and ``codes``; :mod:`~audio_vqvae.evaluation.units`: ``units``). Then the first
+``settings.seconds`` of each utterance are regenerated from its codes with its own speaker (the
+reconstruction) and with ``settings.conversions`` other training speakers (the conversions); for every
+conversion the f0-only control is made (:mod:`~audio_vqvae.evaluation.controls`). Every judge in
+:data:`JUDGES` hears all of it (a :class:`~audio_vqvae.evaluation.material.Material`) and writes one
+section of the report; :mod:`~audio_vqvae.evaluation.measures` is the table of the figures the report
+writers show (:mod:`~audio_vqvae.evaluation.report`, :mod:`~audio_vqvae.evaluation.listening`).
 
-* ``teacher_forced``: bits per sample of the whole utterances given their own codes and speaker;
-* ``codes``: codebook usage of the same utterances (:class:`~audio_vqvae.evaluation.metrics.CodeStatistics`);
-* ``reconstruction``: the first ``settings.seconds`` of each utterance regenerated from its codes with
-  its own speaker, against the original (MCD and LSD, time-paired); baseline: the original against
-  the start of another utterance of the same speaker, held-out ones first (right voice, other content);
-* ``speaker_id``: an independent classifier (:mod:`~audio_vqvae.evaluation.speaker_id`) trained on real
-  training-split audio names the speaker of the real clips (its ceiling), of the reconstructions and
-  of the conversions (each clip to ``settings.conversions`` other training speakers);
-* ``units``: where the corpus has phone alignments, the codes as speech units
-  (:func:`~audio_vqvae.evaluation.units.unit_report`): the paper's phone accuracy, linear probes before and
-  after quantization, ABX error within and across speakers, and the speaker accuracy of a classifier on codes;
-* ``parallel``: where the target speaker also read the clip's sentence (same transcript, any split), the
-  DTW-aligned MCD of the conversion to that rendition, next to the unconverted source's, and the ratio
-  of their median f0. Absent, with the reason, when the corpus has no such pairs.
+A new judge is a module with a function ``judge(material) -> Judgement``, one entry in :data:`JUDGES`
+and its rows in :data:`~audio_vqvae.evaluation.measures.MEASURES`.
 
 Example:
     >>> result = evaluate("runs/vctk-demo/checkpoints/step-00001500.pt", corpus="demo")   # doctest: +SKIP
     >>> write_report(result, "runs/vctk-demo/eval/report.json")                          # doctest: +SKIP
-    >>> result.report["speaker_id"]["conversion_target_accuracy"]                         # doctest: +SKIP
-    0.25
+    >>> result.report["speaker_encoder"]["conversion_target_accuracy"]                    # doctest: +SKIP
+    0.5
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
-import math
 import re
 import sys
 import time
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from audio_vqvae.atomic import atomic_write
 from audio_vqvae.checkpoint import load_checkpoint, model_from_checkpoint
 from audio_vqvae.config import DataConfig
 from audio_vqvae.data import PreparedCorpus, ensure_prepared
-from audio_vqvae.emphasis import preemphasis
 from audio_vqvae.errors import InputError
-from audio_vqvae.evaluation.metrics import (
-    LEVELS,
-    PitchTrack,
-    analysis_frames,
-    code_statistics,
-    frame_levels,
-    level_bits,
-    log_spectral_distance,
-    lpc_reference_bits,
-    median_f0,
-    mel_cepstral_distortion,
-    pitch_track,
-    voiced_share,
-)
-from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
-from audio_vqvae.evaluation.units import unit_report, unit_scalars
+from audio_vqvae.evaluation.controls import f0_control, speaker_median_f0
+from audio_vqvae.evaluation.likelihood import likelihood
+from audio_vqvae.evaluation.material import Clip, Heard, Judgement, Material, absent, json_safe, timed
+from audio_vqvae.evaluation.parallel import parallel_judge
+from audio_vqvae.evaluation.phone_recognizer import phone_judge
+from audio_vqvae.evaluation.quality import quality_judge
+from audio_vqvae.evaluation.reconstruction import reconstruction_judge
+from audio_vqvae.evaluation.report import write_report
+from audio_vqvae.evaluation.speaker_encoder import encoder_judge
+from audio_vqvae.evaluation.speaker_id import multicondition_classifier, plain_classifier
+from audio_vqvae.evaluation.units import unit_report
 from audio_vqvae.model import VQVAE
 from audio_vqvae.options import resolve_device
 from audio_vqvae.pitch import conversion_stats, generation_pitch
 
-AUDIO_EXAMPLES = 2  # clips whose truth, reconstruction and conversions go to TensorBoard
+__all__ = ["JUDGES", "Evaluation", "EvaluationSettings", "evaluate", "open_corpus", "select_heldout",
+           "utterances_by_speaker", "write_report"]
+
 GENERATION_BATCH = 64  # rows per decode call: bigger batches are faster per sample; 64 x 2 s needs about 2.5 GB
+
+JUDGES: tuple[tuple[str, Callable[[Material], Judgement]], ...] = (
+    ("reconstruction", reconstruction_judge),
+    ("speaker_id", plain_classifier),                       # noise-sensitive; kept for the history
+    ("speaker_id_multicondition", multicondition_classifier),
+    ("speaker_encoder", encoder_judge),
+    ("quality", quality_judge),
+    ("intelligibility", phone_judge),
+    ("parallel", parallel_judge),
+)
+"""Report section -> the judge that writes it, in the order they run."""
 
 
 @dataclass
@@ -85,7 +82,8 @@ class EvaluationSettings:
         seconds: length of the generated clips (the start of each utterance, whole frames).
         temperature: sampling temperature of the decoder (0 = greedy).
         seed: seed of the sampling.
-        classifier_utterances: real training utterances per speaker the speaker classifier learns from.
+        classifier_utterances: real training utterances per speaker the speaker classifiers learn from.
+        skip: sections of :data:`JUDGES` not measured (reported as absent): every judge runs by default.
     """
 
     utterances: int = 16
@@ -94,6 +92,7 @@ class EvaluationSettings:
     temperature: float = 1.0
     seed: int = 0
     classifier_utterances: int = 24
+    skip: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.utterances < 1:
@@ -106,19 +105,10 @@ class EvaluationSettings:
             raise InputError(f"--temperature must be 0 or more, got {self.temperature}")
         if self.classifier_utterances < 1:
             raise InputError(f"--classifier-utterances must be at least 1, got {self.classifier_utterances}")
-
-
-@dataclass
-class Clip:
-    """The start of one held-out utterance, as generated and measured."""
-
-    utterance: int       # index into corpus.utterances
-    name: str
-    speaker: str
-    speaker_id: int      # the model's id
-    sentence: str        # normalised transcript ("" when unknown)
-    length: int          # samples of the whole utterance
-    audio: np.ndarray    # float32[L], L a multiple of the hop
+        unknown = sorted(set(self.skip) - {section for section, _ in JUDGES})
+        if unknown:
+            raise InputError(f"--skip: no judge named {', '.join(unknown)}; expected some of "
+                             f"{', '.join(section for section, _ in JUDGES)}")
 
 
 @dataclass
@@ -126,14 +116,17 @@ class Evaluation:
     """What :func:`evaluate` returns.
 
     Attributes:
-        report: the measurements, plain JSON data (see the module notes for the sections).
-        audio: TensorBoard tag -> float32[T] audio of the first clips (truth, reconstruction, conversions).
-        sample_rate: rate of ``audio``.
+        report: the measurements, plain JSON data (sections named as in :data:`JUDGES`, and the model's own).
+        material: the clips and every heard item (audio at ``material.sample_rate``), with the judges' verdicts
+            in ``report["clips"]``.
     """
 
     report: dict
-    audio: dict[str, np.ndarray] = field(default_factory=dict)
-    sample_rate: int = 16000
+    material: Material
+
+    @property
+    def sample_rate(self) -> int:
+        return self.material.sample_rate
 
 
 # ------------------------------------------------------------------ entry point
@@ -174,9 +167,8 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
     utterances, notes = select_heldout(prepared, heldout, known, settings.utterances)
     timings: dict[str, float] = {}
 
-    with _timed(timings, "teacher_forced"):
-        teacher_forced, counts = _teacher_forced(model, prepared, utterances, progress)
-        codes = code_statistics(counts, model.config.frame_rate).to_dict()
+    with timed(timings, "teacher_forced"):
+        teacher_forced, codes = likelihood(model, prepared, utterances, progress)
 
     sentences = [normalise_text(record.get("text") or "") for record in prepared.utterances]
     clips = [_clip(prepared, model, index, sentences[index], settings.seconds) for index in utterances]
@@ -194,21 +186,28 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
     rows += [(i, target) for i, clip in enumerate(clips)
              for target in _targets(clip.speaker_id, train_ids, settings.conversions, i)]
 
-    with _timed(timings, "generation"):
+    with timed(timings, "generation"):
         generated = _generate(model, prepared, clips, rows, settings, progress)
-    reconstructions = generated[:len(clips)]
-    conversions = [(i, target, audio) for (i, target), audio in zip(rows[len(clips):], generated[len(clips):])]
-    with _timed(timings, "reconstruction_metrics"):
-        originals = [pitch_track(clip.audio, rate) for clip in clips]  # voicing here, f0 in the parallel part
-        others = {name: heldout.get(name, []) + train.get(name, []) for name in {clip.speaker for clip in clips}}
-        reconstruction = _reconstruction(prepared, sentences, others, clips, originals, reconstructions,
-                                         settings.seconds, progress)
-    with _timed(timings, "speaker_id"):
-        speaker_id = _speaker_id(prepared, {name: train[name] for name in train_speakers}, clips, reconstructions,
-                                 conversions, name_of, settings, progress)
-    with _timed(timings, "parallel"):
-        parallel = _parallel(prepared, sentences, clips, originals, conversions, name_of, progress)
-    with _timed(timings, "units"):
+    heard = [Heard("original", i, clip.speaker, clip.audio) for i, clip in enumerate(clips)]
+    heard += [Heard("reconstruction" if k < len(clips) else "conversion", i, name_of[speaker], audio)
+              for k, ((i, speaker), audio) in enumerate(zip(rows, generated))]
+    with timed(timings, "controls"):
+        heard += _controls(prepared, clips, [item for item in heard if item.kind == "conversion"], progress)
+    material = Material(corpus=prepared, clips=clips, heard=heard, train={name: train[name] for name in train_speakers},
+                        model=model, sentences=sentences, heldout=heldout, train_all=train, seconds=settings.seconds,
+                        classifier_utterances=settings.classifier_utterances, progress=progress)
+    sections: dict[str, dict] = {}
+    verdicts: dict[int, dict[str, str]] = defaultdict(dict)
+    for section, judge in JUDGES:
+        if section in settings.skip:
+            sections[section] = absent("skipped (--skip)").section
+            continue
+        with timed(timings, section):
+            judgement = judge(material)
+        sections[section] = judgement.section
+        for index, text in judgement.verdicts.items():
+            verdicts[index][section] = text
+    with timed(timings, "units"):
         # the whole held-out split, not just the generated clips: ABX needs many phone tokens
         units = unit_report(model, prepared, [i for name in train_speakers for i in train[name]],
                             [i for name in sorted(set(heldout) & known) for i in heldout[name]], seed=settings.seed)
@@ -220,20 +219,18 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
                   "speakers": len(model.speakers), "training_speakers": len(train_speakers)},
         "corpus": {"cache": str(prepared.cache_dir), "layout": prepared.manifest.get("layout"),
                    "heldout_utterances": len(prepared.split("valid")), "utterances": len(utterances),
-                   "clips": len(clips), "conversions": len(conversions)},
+                   "clips": len(clips), "conversions": len(rows) - len(clips)},
         "settings": asdict(settings),
         "teacher_forced": teacher_forced,
         "codes": codes,
-        "reconstruction": reconstruction,
-        "speaker_id": speaker_id,
-        "parallel": parallel,
+        **sections,
         "units": units,
+        "clips": _clip_verdicts(material, verdicts),
         "notes": notes,
         "timings_s": timings,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return Evaluation(report=_json_safe(report), audio=_examples(clips, reconstructions, conversions, name_of),
-                      sample_rate=rate)
+    return Evaluation(report=json_safe(report), material=material)
 
 
 def open_corpus(payload: dict, checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
@@ -295,46 +292,8 @@ def select_heldout(corpus: PreparedCorpus, heldout: dict[str, list[int]], known:
     return [index for group in rounds for index in group if index is not None][:count], notes
 
 
-# ------------------------------------------------------------------ the measurements
 
-
-@torch.no_grad()
-def _teacher_forced(model: VQVAE, corpus: PreparedCorpus, utterances: Sequence[int],
-                    progress: bool) -> tuple[dict, np.ndarray]:
-    """Bits per sample of whole utterances given their codes and speaker, overall and by frame level next
-    to the envelope-only reference (:func:`~audio_vqvae.evaluation.metrics.level_bits`), and the counts of the codes."""
-    device = next(model.parameters()).device
-    nats, samples, used = 0.0, 0, 0
-    counts = np.zeros(model.config.quantizer.num_codes, dtype=np.int64)
-    frame = analysis_frames(model.config.sample_rate)[0]
-    levels, decoder_bits, reference_bits = [], [], []
-    for index in tqdm(utterances, desc="teacher forced", unit="utt", disable=not progress, leave=False,
-                      file=sys.stderr):
-        audio = corpus.samples(index)
-        if len(audio) < model.hop_length:
-            continue
-        used += 1
-        speaker = torch.tensor([model.speaker_id(corpus.utterances[index]["speaker"])], device=device)
-        waveform = torch.from_numpy(audio).unsqueeze(0).to(device)
-        pitch = torch.from_numpy(corpus.pitch_rows(index)).unsqueeze(0).to(device) if model.needs_pitch else None
-        out = model(waveform, speaker, pitch=pitch)
-        targets = out.targets  # the excitation's classes for a source-filter decoder
-        per_sample = F.cross_entropy(out.logits.float(), targets, reduction="none")[0]
-        nats += float(per_sample.sum())
-        samples += len(audio)
-        counts += np.bincount(out.codes.flatten().cpu().numpy(), minlength=len(counts))
-        # The reference scores the signal's classes in the decoder's domain (pre-emphasised, if it is); a
-        # source-filter decoder scores its excitation's classes instead, another alphabet of the same size.
-        levels.append(frame_levels(audio, frame))
-        decoder_bits.append(per_sample.cpu().numpy() / math.log(2))
-        reference_bits.append(lpc_reference_bits(preemphasis(waveform, model.config.preemphasis)[0].cpu().numpy(),
-                                                 model.targets(waveform)[0].cpu().numpy(), frame,
-                                                 quantization_channels=model.decoder.quantization_channels))
-    quantization = model.decoder.quantization_channels
-    by_level = level_bits(*(np.concatenate(parts) if parts else np.zeros(0)
-                            for parts in (levels, decoder_bits, reference_bits)))
-    return {"bits_per_sample": nats / max(samples, 1) / math.log(2), "chance_bits_per_sample": math.log2(quantization),
-            "utterances": used, "seconds": samples / model.config.sample_rate, **by_level}, counts
+# ------------------------------------------------------------------ clips, generation and controls
 
 
 def _clip(corpus: PreparedCorpus, model: VQVAE, index: int, sentence: str, seconds: float) -> Clip:
@@ -405,356 +364,23 @@ def _generate(model: VQVAE, corpus: PreparedCorpus, clips: Sequence[Clip], rows:
     return outputs
 
 
-def _reconstruction(corpus: PreparedCorpus, sentences: Sequence[str], utterances: dict[str, list[int]],
-                    clips: Sequence[Clip], originals: Sequence[PitchTrack], reconstructions: Sequence[np.ndarray],
-                    seconds: float, progress: bool) -> dict:
-    """MCD and LSD of each reconstruction to its original, and of the original to the first utterance in
-    ``utterances[speaker]`` with other content (the baseline); voiced shares of both (``originals``: the
-    clips' pitch tracks)."""
-    rate = corpus.sample_rate
-    mcd, lsd, baseline_mcd, baseline_lsd, voiced, original_voiced = [], [], [], [], [], []
-    for i, clip in enumerate(tqdm(clips, desc="reconstruction", unit="clip", disable=not progress, leave=False,
-                                  file=sys.stderr)):
-        mcd.append(mel_cepstral_distortion(clip.audio, reconstructions[i], rate))
-        lsd.append(log_spectral_distance(clip.audio, reconstructions[i], rate))
-        voiced.append(voiced_share(reconstructions[i], rate))
-        original_voiced.append(originals[i].voiced_share)
-        other = next((j for j in utterances[clip.speaker]
-                      if j != clip.utterance and (not clip.sentence or sentences[j] != clip.sentence)), None)
-        if other is not None:
-            reference = corpus.samples(other, 0, len(clip.audio))
-            baseline_mcd.append(mel_cepstral_distortion(clip.audio, reference, rate))
-            baseline_lsd.append(log_spectral_distance(clip.audio, reference, rate))
-    return {"mcd_db": _mean(mcd), "lsd_db": _mean(lsd), "baseline_mcd_db": _mean(baseline_mcd),
-            "baseline_lsd_db": _mean(baseline_lsd), "voiced_share": _mean(voiced),
-            "original_voiced_share": _mean(original_voiced), "clips": len(clips), "baseline_pairs": len(baseline_mcd),
-            "clip_seconds": _mean([len(clip.audio) / rate for clip in clips]), "max_seconds": seconds}
+def _controls(corpus: PreparedCorpus, clips: Sequence[Clip], conversions: Sequence[Heard],
+              progress: bool) -> list[Heard]:
+    """The f0-only control of every conversion: its source clip with the median f0 of its target speaker."""
+    table = {str(entry["name"]): entry for entry in corpus.speakers}
+    controls = []
+    for item in tqdm(conversions, desc="f0 controls", unit="clip", disable=not progress, leave=False, file=sys.stderr):
+        target_f0 = speaker_median_f0(table.get(item.intended, {}))
+        controls.append(Heard("control", item.clip, item.intended,
+                              f0_control(clips[item.clip].audio, corpus.sample_rate, target_f0)))
+    return controls
 
 
-def _speaker_id(corpus: PreparedCorpus, train: dict[str, list[int]], clips: Sequence[Clip],
-                reconstructions: Sequence[np.ndarray], conversions: Sequence[tuple[int, int, np.ndarray]],
-                name_of: dict[int, str], settings: EvaluationSettings, progress: bool) -> dict:
-    """Train the classifier on real audio of the training speakers (``train``: name -> their training
-    utterances); name the speakers of real, reconstructed and converted clips."""
-    train_speakers = sorted(train)
-    if len(train_speakers) < 2:
-        return {"available": False, "reason": f"{len(train_speakers)} training speaker(s) known to the model; "
-                                               "a speaker classifier needs two or more"}
-    rate = corpus.sample_rate
-    window = max(len(clip.audio) for clip in clips)
-    features, labels = [], []
-    for name in tqdm(train_speakers, desc="speaker classifier", unit="speaker", disable=not progress, leave=False,
-                     file=sys.stderr):
-        own = train[name]
-        chosen = np.unique(np.linspace(0, len(own) - 1, min(len(own), settings.classifier_utterances)).round())
-        for k in chosen.astype(int):
-            rows = window_features(corpus.samples(own[k]), rate, window)
-            features.append(rows)
-            labels += [name] * len(rows)
-    classifier = SpeakerClassifier.fit(np.concatenate(features), labels)
-    classes = set(train_speakers)
-
-    def predict(audio: Sequence[np.ndarray]) -> list[str]:
-        return list(classifier.predict(np.stack([signal_features(a, rate) for a in audio]))) if audio else []
-
-    def accuracy(predicted: Sequence[str], wanted: Sequence[str]) -> Optional[float]:
-        return float(np.mean([p == w for p, w in zip(predicted, wanted)])) if predicted else None
-
-    # Every clip is named once; the rows below compare those names with different wanted speakers.
-    real = [i for i, clip in enumerate(clips) if clip.speaker in classes]
-    reconstructed = predict([reconstructions[i] for i in real])
-    converted = predict([audio for _, _, audio in conversions])
-    confusable = [k for k, (i, _, _) in enumerate(conversions) if clips[i].speaker in classes]
-    # Where the generated clips go: spread over the speakers, or all named as one (then the classifier
-    # finds no speaker in them, whatever the accuracies say).
-    named = Counter(reconstructed + converted)
-    top_name, top_count = named.most_common(1)[0] if named else (None, 0)
-    return {
-        "available": True,
-        "classes": len(train_speakers),
-        "chance": 1.0 / len(train_speakers),
-        "train_windows": len(labels),
-        "real_heldout_accuracy": accuracy(predict([clips[i].audio for i in real]), [clips[i].speaker for i in real]),
-        "real_heldout_clips": len(real),
-        "reconstruction_accuracy": accuracy(reconstructed, [clips[i].speaker for i in real]),
-        "conversion_target_accuracy": accuracy(converted, [name_of[target] for _, target, _ in conversions]),
-        "conversion_source_confusion": accuracy([converted[k] for k in confusable],
-                                                [clips[conversions[k][0]].speaker for k in confusable]),
-        "conversions": len(conversions),
-        "generated_top_prediction": top_name,
-        "generated_top_share": top_count / sum(named.values()) if named else None,
-        "generated_speakers_named": len(named),
-    }
-
-
-def _parallel(corpus: PreparedCorpus, sentences: Sequence[str], clips: Sequence[Clip],
-              originals: Sequence[PitchTrack], conversions: Sequence[tuple[int, int, np.ndarray]],
-              name_of: dict[int, str], progress: bool) -> dict:
-    """Conversions against the target speaker's own reading of the same sentence (DTW-aligned MCD, f0)."""
-    if not conversions:
-        return {"available": False, "reason": "no conversions (one training speaker, or --conversions 0)"}
-    rate = corpus.sample_rate
-    readings: dict[tuple[str, str], int] = {}
-    for index, record in enumerate(corpus.utterances):
-        if sentences[index]:
-            readings.setdefault((sentences[index], record["speaker"]), index)
-    pairs = [(i, target, audio, readings[(clips[i].sentence, name_of[target])])
-             for i, target, audio in conversions if (clips[i].sentence, name_of[target]) in readings]
-    if not pairs:
-        reason = ("the corpus has no transcripts" if not readings else
-                  "no target speaker read the sentence of a converted clip (not a parallel corpus)")
-        return {"available": False, "reason": reason}
-    conversion_mcd, source_mcd, ratios, source_ratios = [], [], [], []  # f0 ratios: NaN where a side is unvoiced
-    reading_f0: dict[tuple[int, int], float] = {}  # several clips are converted to the same target's reading
-
-    for i, target, audio, reading in tqdm(pairs, desc="parallel", unit="pair", disable=not progress, leave=False,
-                                          file=sys.stderr):
-        clip = clips[i]
-        # The same share of the sentence as the clip is of its utterance.
-        length = corpus.utterances[reading]["length"]
-        excerpt_length = min(length, round(len(clip.audio) * length / clip.length))
-        reference = corpus.samples(reading, 0, excerpt_length)
-        conversion_mcd.append(mel_cepstral_distortion(reference, audio, rate, dtw=True))
-        source_mcd.append(mel_cepstral_distortion(reference, clip.audio, rate, dtw=True))
-        if (reading, excerpt_length) not in reading_f0:
-            reading_f0[(reading, excerpt_length)] = median_f0(reference, rate)
-        target_f0 = reading_f0[(reading, excerpt_length)]
-        ratios.append(median_f0(audio, rate) / target_f0)
-        source_ratios.append(originals[i].median_f0 / target_f0)
-    voiced = np.array([r for r in ratios if math.isfinite(r)])
-    source_voiced = np.array([r for r in source_ratios if math.isfinite(r)])
-    return {
-        "available": True,
-        "pairs": len(pairs),
-        "conversion_mcd_db": _mean(conversion_mcd),
-        "source_target_mcd_db": _mean(source_mcd),
-        "f0_ratio_median": _median(voiced),
-        "f0_error_semitones": _median(np.abs(12 * np.log2(voiced))),
-        "source_f0_ratio_median": _median(source_voiced),
-        "source_f0_error_semitones": _median(np.abs(12 * np.log2(source_voiced))),
-        "f0_pairs": len(voiced),
-        "source_f0_pairs": len(source_voiced),
-    }
-
-
-def _examples(clips: Sequence[Clip], reconstructions: Sequence[np.ndarray],
-              conversions: Sequence[tuple[int, int, np.ndarray]], name_of: dict[int, str]) -> dict[str, np.ndarray]:
-    audio = {}
-    for i, clip in enumerate(clips[:AUDIO_EXAMPLES]):
-        tag = f"clip{i}_{clip.name}"
-        audio[f"{tag}/0_truth"] = clip.audio
-        audio[f"{tag}/1_reconstruction"] = reconstructions[i]
-        for order, (_, target, waveform) in enumerate(c for c in conversions if c[0] == i):
-            audio[f"{tag}/{order + 2}_as_{name_of[target]}"] = waveform
-    return audio
-
-
-@contextlib.contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Record the wall time of the block in ``timings[name]`` (seconds, rounded to 10 ms)."""
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 2)
-
-
-def _mean(values: Sequence[float]) -> Optional[float]:
-    return float(np.mean(values)) if len(values) else None
-
-
-def _median(values: Sequence[float]) -> Optional[float]:
-    return float(np.median(values)) if len(values) else None
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become None (JSON has no NaN); numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# ------------------------------------------------------------------ writers
-
-
-def markdown_path(out: Union[str, Path]) -> Path:
-    """Where the markdown summary of ``out`` (a ``.json`` report) goes: ``report.json`` -> ``report.md``."""
-    return Path(out).with_suffix(".md")
-
-
-def write_report(evaluation: Evaluation, out: Union[str, Path]) -> Path:
-    """Write the report as JSON to ``out`` and as markdown next to it (both atomically); return the markdown path."""
-    out = Path(out)
-    markdown = markdown_path(out)
-    atomic_write(out, lambda file: json.dump(evaluation.report, file, indent=1, ensure_ascii=False), text=True)
-    atomic_write(markdown, lambda file: file.write(format_markdown(evaluation.report)), text=True)
-    return markdown
-
-
-def write_tensorboard(evaluation: Evaluation, run_dir: Union[str, Path]) -> None:
-    """Scalars ``eval/<section>/<name>`` and audio ``eval_audio/<clip>/...`` at the checkpoint's step."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    step = evaluation.report.get("step") or 0
-    writer = SummaryWriter(str(run_dir))
-    try:
-        for tag, value in report_scalars(evaluation.report).items():
-            writer.add_scalar(f"eval/{tag}", value, step)
-        for tag, audio in evaluation.audio.items():
-            writer.add_audio(f"eval_audio/{tag}", torch.from_numpy(np.asarray(audio, dtype=np.float32)).unsqueeze(0),
-                             step, sample_rate=evaluation.sample_rate)
-    finally:
-        writer.close()
-
-
-REPORT_SECTIONS = ("teacher_forced", "codes", "reconstruction", "speaker_id", "parallel")
-
-
-def report_scalars(report: dict) -> dict[str, float]:
-    """The numbers of the report's measurement sections, as ``section/name`` -> value."""
-    scalars = {f"{section}/{name}": float(value)
-               for section in REPORT_SECTIONS for name, value in report[section].items()
-               if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    return {**scalars, **unit_scalars(report.get("units") or {})}
-
-
-def format_markdown(report: dict) -> str:
-    """A readable summary: every number next to its chance level or baseline."""
-    tf, codes, rec, spk, par = (report[section] for section in REPORT_SECTIONS)
-    corpus, settings = report["corpus"], report["settings"]
-    step = f" (step {report['step']})" if report.get("step") is not None else ""
-    lines = [
-        f"# Evaluation of `{report['checkpoint']}`{step}",
-        "",
-        f"Held-out split of `{corpus['cache']}`: {corpus['utterances']} of {corpus['heldout_utterances']} utterances, "
-        f"clips of up to {settings['seconds']:g} s, {corpus['conversions']} conversions "
-        f"({settings['conversions']} per clip), temperature {settings['temperature']:g}, seed {settings['seed']}; "
-        f"{report['seconds']:.0f} s.",
-        "",
-        "| measure | value | reference |",
-        "|---|---:|---|",
-        f"| teacher-forced bits per sample ({tf['utterances']} utterances, {tf['seconds']:.1f} s) | "
-        f"{_number(tf['bits_per_sample'], '.3f')} | {tf['chance_bits_per_sample']:.0f} = uniform over the μ-law "
-        "classes |",
-        *_level_rows(tf),
-        f"| codebook perplexity | {_number(codes['perplexity'], '.1f')} | {codes['num_codes']} at uniform use of "
-        "every code |",
-        f"| codes used | {codes['codes_used']} / {codes['num_codes']} ({_percent(codes['share_used'])}) | |",
-        f"| code bitrate, entropy × frame rate | {_number(codes['bitrate'], ',.0f', ' bit/s')} | "
-        f"{codes['bitrate_max']:,.0f} bit/s = log2 {codes['num_codes']} × {codes['frame_rate']:g} frames/s |",
-        f"| reconstruction MCD ({rec['clips']} clips of {_number(rec['clip_seconds'], '.2f')} s) | "
-        f"{_number(rec['mcd_db'], '.2f', ' dB')} | {_number(rec['baseline_mcd_db'], '.2f', ' dB')}: the original "
-        "against another utterance of its speaker |",
-        f"| reconstruction log-spectral distance | {_number(rec['lsd_db'], '.2f', ' dB')} | "
-        f"{_number(rec['baseline_lsd_db'], '.2f', ' dB')}: the same baseline |",
-        f"| reconstructions' frames voiced (pYIN) | {_percent(rec['voiced_share'])} | "
-        f"{_percent(rec['original_voiced_share'])}: the originals; near 0 is noise without harmonics |",
-    ]
-    if spk["available"]:
-        chance = f"chance {_percent(spk['chance'])} ({spk['classes']} speakers)"
-        ceiling = f"ceiling {_percent(spk['real_heldout_accuracy'])}, {chance}"
-        lines += [
-            f"| speaker classifier on real held-out clips (its ceiling) | {_percent(spk['real_heldout_accuracy'])} | "
-            f"{chance} |",
-            f"| reconstructions named as their own speaker | {_percent(spk['reconstruction_accuracy'])} | {ceiling} |",
-            f"| conversions named as the target speaker ({spk['conversions']}) | "
-            f"{_percent(spk['conversion_target_accuracy'])} | {ceiling} |",
-            f"| conversions named as the source speaker (confusion) | {_percent(spk['conversion_source_confusion'])} | "
-            f"{chance}; lower is better |",
-            f"| generated clips (reconstructions and conversions) named as the most common speaker | "
-            f"{_percent(spk['generated_top_share'])} ({spk['generated_top_prediction']}; "
-            f"{spk['generated_speakers_named']} of {spk['classes']} speakers named) | "
-            f"about {_percent(spk['chance'])} if spread over the speakers; near 100 % means the classifier hears "
-            "no speaker in generated audio |",
-        ]
-    if par["available"]:
-        lines += [
-            f"| conversion vs the target's reading, MCD, DTW ({par['pairs']} pairs) | "
-            f"{_number(par['conversion_mcd_db'], '.2f', ' dB')} | "
-            f"{_number(par['source_target_mcd_db'], '.2f', ' dB')}: the unconverted source against it |",
-            f"| median-f0 ratio, conversion / target's reading, median of {par['f0_pairs']} voiced pairs | "
-            f"{_number(par['f0_ratio_median'], '.2f')} | 1 is ideal; source / target: "
-            f"{_number(par['source_f0_ratio_median'], '.2f')} |",
-            f"| the same as a pitch error, median of abs(12 log2 ratio) | "
-            f"{_number(par['f0_error_semitones'], '.1f', ' semitones')} | source / target: "
-            f"{_number(par['source_f0_error_semitones'], '.1f', ' semitones')} |",
-        ]
-    units = report.get("units") or {"available": False, "reason": "not in this report"}
-    lines += _unit_rows(units)
-    parts = (("speaker identification", spk), ("parallel comparison", par), ("speech units", units))
-    absent = [f"- {title}: not measured ({part['reason']})" for title, part in parts if not part["available"]]
-    notes = [f"- {note}" for note in report["notes"]]
-    if absent or notes:
-        lines += ["", *absent, *notes]
-    if units["available"] and units["phone_accuracy"].get("available"):
-        lines += ["", _per_phone_table(units["phone_accuracy"])]
-    return "\n".join(lines) + "\n"
-
-
-def _unit_rows(units: dict) -> list[str]:
-    """Markdown rows of the ``units`` section, each next to its chance level or baseline."""
-    if not units["available"]:
-        return []
-    acc, abx, spk = units["phone_accuracy"], units["abx"], units["speaker"]
-    rows = []
-    if acc.get("available"):
-        rows += [
-            f"| phone accuracy of the codes, each labelled with its most frequent phone in training "
-            f"({acc['frames']:,} held-out frames) | {_percent(acc['accuracy'])} | majority phone "
-            f"({acc['majority_phone']}): {_percent(acc['majority_baseline'])}; chance {_percent(acc['chance'])} "
-            f"({acc['phones']} phones) |",
-            f"| linear probe of the phone from the encoder output, before / after quantization | "
-            f"{_percent(units['probe_z_e_accuracy'])} / {_percent(units['probe_z_q_accuracy'])} | "
-            f"majority phone: {_percent(acc['majority_baseline'])} |",
-        ]
-    if abx.get("available"):
-        rows += [
-            f"| ABX error within / across speakers, phone triplets in the same context ({abx['tokens']:,} tokens) | "
-            f"{_percent(abx['within_speaker'])} / {_percent(abx['across_speaker'])} | 50 % = no phone "
-            "information; 0 is perfect |",
-            f"| ABX error within / across speakers, any context | {_percent(abx['within_speaker_any_context'])} / "
-            f"{_percent(abx['across_speaker_any_context'])} | the same |",
-        ]
-    if spk.get("available"):
-        rows.append(f"| speaker named from {spk['window_seconds']:.1f} s of codes (bag of codes, {spk['windows']} "
-                    f"held-out windows) | {_percent(spk['accuracy'])} | chance {_percent(spk['chance'])} "
-                    f"({spk['speakers']} speakers); lower means codes freer of the speaker |")
-    return rows
-
-
-def _per_phone_table(accuracy: dict) -> str:
-    """Per-phone accuracy of the code labelling on held-out frames, most frequent phones first."""
-    rows = sorted(accuracy["per_phone"].items(), key=lambda item: -item[1]["frames"])
-    lines = ["Phone accuracy of the codes per phone (held-out frames):", "", "| phone | frames | accuracy |",
-             "|---|---:|---:|"]
-    lines += [f"| {phone} | {entry['frames']:,} | {_percent(entry['accuracy'])} |" for phone, entry in rows]
-    return "\n".join(lines)
-
-
-def _level_rows(tf: dict) -> list[str]:
-    """Markdown rows of the teacher-forced bits by frame level, each next to the envelope-only reference."""
-    rows = []
-    for level in LEVELS:
-        share = tf.get(f"{level}_share")
-        if not share:
-            continue
-        reference = tf.get(f"{level}_lpc_bits_per_sample")
-        against = ("frames below -50 dBFS" if level == "silence" or reference is None else
-                   f"{_number(reference, '.2f')} (the decoder on the same samples: "
-                   f"{_number(tf.get(f'{level}_scored_bits_per_sample'), '.2f')}): an order-16 linear predictor "
-                   "fitted to each frame, which knows its envelope but not its pitch pulses")
-        rows.append(f"| … in {level} frames ({_percent(share)} of the samples) | "
-                    f"{_number(tf.get(f'{level}_bits_per_sample'), '.2f')} | {against} |")
-    return rows
-
-
-def _number(value: Optional[float], spec: str, unit: str = "") -> str:
-    return "n/a" if value is None else format(value, spec) + unit
-
-
-def _percent(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+def _clip_verdicts(material: Material, verdicts: dict[int, dict[str, str]]) -> list[dict]:
+    """The report's ``clips``: per held-out clip, each heard item made from it with every judge's verdict."""
+    out = [{"name": clip.name, "speaker": clip.speaker, "seconds": len(clip.audio) / material.sample_rate,
+            "items": []} for clip in material.clips]
+    for index, item in enumerate(material.heard):
+        out[item.clip]["items"].append({"kind": item.kind, "intended": item.intended,
+                                        "verdicts": verdicts.get(index, {})})
+    return out
