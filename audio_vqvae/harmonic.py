@@ -8,11 +8,7 @@ samples to a median 17 dB SNR: ``shared/probes/harmonic_oracle.py``). The harmon
 speech coding (Stylianou's HNM; the harmonic sources of NSF and DDSP) makes that part deterministic:
 
 * a frame-rate network (:class:`HarmonicPredictor`) maps the code vectors, the speaker embedding and the
-  frame's log-f0 and voicing to a complex spectral envelope per code frame, ``E(f) = A(f) + i B(f)`` on
-  :data:`GRID_POINTS` frequencies from 0 to sr / 2; harmonic k takes ``(a_k, b_k) = E(k f0)``, interpolated
-  linearly between grid points (:func:`harmonic_amplitudes`). The envelope is the vocal tract's, whatever
-  the f0 (a source-filter view): the network describes the phone once, and f0, measured or converted,
-  picks where the harmonics sample it;
+  frame's log-f0 and voicing to K pairs ``(a_k, b_k)`` per code frame;
 * the pairs are interpolated linearly to the sample rate and multiplied with the source excitation's
   harmonics (:func:`audio_vqvae.pitch.excitation`: ``v cos kφ``, ``v sin kφ``, zero at or above 0.45 sr),
   ``h[t] = Σ_k a_k(t) v cos kφ(t) + b_k(t) v sin kφ(t)`` (:func:`synthesize`);
@@ -29,11 +25,11 @@ sample loop, like the conditioning.
 
 Example:
     >>> import torch
-    >>> pitch = torch.stack([torch.zeros(2, 640), torch.full((2, 640), 100.0), torch.ones(2, 640)], dim=1)
     >>> predictor = HarmonicPredictor(code_dim=8, speaker_dim=4, harmonics=5)
-    >>> amplitudes = predictor(torch.randn(2, 8, 10), torch.randn(2, 4), frame_pitch(pitch, 64, 10), 8000)
+    >>> amplitudes = predictor(torch.randn(2, 8, 10), torch.randn(2, 4), torch.zeros(2, 2, 10))
     >>> amplitudes.shape                                      # (B, 2K, T'): a_1..a_K, then b_1..b_K
     torch.Size([2, 10, 10])
+    >>> pitch = torch.stack([torch.zeros(2, 640), torch.full((2, 640), 100.0), torch.ones(2, 640)], dim=1)
     >>> synthesize(amplitudes, pitch, hop=64, sample_rate=8000).shape    # (B, T)
     torch.Size([2, 640])
 """
@@ -46,20 +42,17 @@ from torch import nn
 
 from audio_vqvae.pitch import F0_MIN, excitation
 
-OUTPUT_SCALE = 0.05  # the output layer starts small: h ≈ 0 at step 0, so the WaveNet first sees the plain signal
-GRID_POINTS = 128  # frequencies of the predicted envelope, 0 to sr / 2 (31.5 Hz apart at 8 kHz)
+OUTPUT_SCALE = 0.1  # the output layer starts small: h ≈ 0 at step 0, so the WaveNet first sees the plain signal
 
 
 def frame_pitch(pitch: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
-    """f0 per code frame: Tensor[B x 3 x T] ``(phase, f0, voiced)`` rows -> Tensor[B x 3 x T'].
+    """The network's f0 inputs per code frame: Tensor[B x 3 x T] ``(phase, f0, voiced)`` rows -> Tensor[B x 2 x T'].
 
     Channel 0 is the frame's mean voicing ``v``, channel 1 its mean ``v log2(f0 / 200 Hz)`` (the excitation's
-    log-f0 channel): the network's inputs; channel 2 its mean f0 in Hz (held through unvoiced stretches),
-    where the harmonics sample the envelope. Means over the ``hop`` samples of each of the ``frames`` code
-    frames (the last rows held to fill).
+    log-f0 channel), over the ``hop`` samples of each of the ``frames`` code frames (the last rows held to fill).
     """
     voiced, f0 = pitch[:, 2:3], pitch[:, 1:2]
-    rows = torch.cat([voiced, voiced * torch.log2(f0.clamp(min=F0_MIN) / 200.0), f0], dim=1)
+    rows = torch.cat([voiced, voiced * torch.log2(f0.clamp(min=F0_MIN) / 200.0)], dim=1)
     wanted = frames * hop
     if rows.shape[2] < wanted:
         rows = F.pad(rows, (0, wanted - rows.shape[2]), mode="replicate")
@@ -67,13 +60,11 @@ def frame_pitch(pitch: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
 
 
 class HarmonicPredictor(nn.Module):
-    """Codes, speaker and f0 to harmonic amplitudes: Tensor[B x D x T'], Tensor[B x S], Tensor[B x 3 x T']
-    (:func:`frame_pitch`) and the sample rate -> Tensor[B x 2K x T'] (``a_1..a_K``, then ``b_1..b_K``).
+    """Codes, speaker and f0 to harmonic amplitudes: Tensor[B x D x T'], Tensor[B x S], Tensor[B x 2 x T']
+    -> Tensor[B x 2K x T'] (``a_1..a_K``, then ``b_1..b_K``).
 
     Two 3-wide convolutions over frames (ReLU) and a 1x1 output, like the envelope network
-    (:class:`audio_vqvae.lpc.EnvelopePredictor`), make the complex envelope on :data:`GRID_POINTS`
-    frequencies (the speaker vector, voicing and log-f0 join every frame); the K harmonics sample it at
-    ``k f0`` (:func:`harmonic_amplitudes`).
+    (:class:`audio_vqvae.lpc.EnvelopePredictor`); the speaker vector and the f0 inputs join every frame.
     """
 
     def __init__(self, code_dim: int, speaker_dim: int, harmonics: int, hidden: int = 256):
@@ -81,35 +72,17 @@ class HarmonicPredictor(nn.Module):
         self.harmonics = harmonics
         self.input = nn.Conv1d(code_dim + speaker_dim + 2, hidden, kernel_size=3, padding=1)
         self.hidden = nn.Conv1d(hidden, hidden, kernel_size=3, padding=1)
-        self.output = nn.Conv1d(hidden, 2 * GRID_POINTS, kernel_size=1)
+        self.output = nn.Conv1d(hidden, 2 * harmonics, kernel_size=1)
         with torch.no_grad():
             self.output.weight.mul_(OUTPUT_SCALE)
             self.output.bias.zero_()
 
-    def forward(self, codes: torch.Tensor, speaker: torch.Tensor, pitch_frames: torch.Tensor,
-                sample_rate: int) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, speaker: torch.Tensor, pitch_frames: torch.Tensor) -> torch.Tensor:
         frames = codes.shape[2]
-        pitch_frames = pitch_frames[:, :, :frames].to(codes)
-        x = torch.cat([codes, speaker.unsqueeze(2).expand(-1, -1, frames).to(codes), pitch_frames[:, :2]], dim=1)
-        envelope = self.output(torch.relu(self.hidden(torch.relu(self.input(x)))))
-        return harmonic_amplitudes(envelope, pitch_frames[:, 2], self.harmonics, sample_rate)
-
-
-def harmonic_amplitudes(envelope: torch.Tensor, f0: torch.Tensor, harmonics: int, sample_rate: int) -> torch.Tensor:
-    """Sample a complex envelope at the harmonics: Tensor[B x 2G x T'] (``A`` on G frequencies from 0 to
-    sr / 2, then ``B``) and Tensor[B x T'] f0 in Hz -> Tensor[B x 2K x T'] (``a_k = A(k f0)``, then
-    ``b_k = B(k f0)``), linear between grid points, the last point held above sr / 2.
-    """
-    points = envelope.shape[1] // 2
-    k = torch.arange(1, harmonics + 1, device=f0.device, dtype=f0.dtype).view(1, -1, 1)
-    position = (k * f0.unsqueeze(1) / (sample_rate / 2) * (points - 1)).clamp(0, points - 1)  # (B, K, T')
-    below = position.floor().clamp(max=points - 2).long()
-    weight = (position - below).to(envelope)
-    parts = []
-    for part in envelope.split(points, dim=1):  # A, then B: (B, G, T')
-        low, high = part.gather(1, below), part.gather(1, below + 1)
-        parts.append(low + weight * (high - low))
-    return torch.cat(parts, dim=1)
+        x = torch.cat([codes, speaker.unsqueeze(2).expand(-1, -1, frames).to(codes),
+                       pitch_frames[:, :, :frames].to(codes)], dim=1)
+        x = torch.relu(self.hidden(torch.relu(self.input(x))))
+        return self.output(x)
 
 
 def synthesize(amplitudes: torch.Tensor, pitch: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:

@@ -144,8 +144,7 @@ class VQVAE(nn.Module):
         and Tensor[B x 3 x length] pitch rows: Tensor[B x length] in the decoder's signal domain."""
         self._check_pitch(pitch, quantized.shape[0], length)
         amplitudes = self.decoder.harmonic(quantized, self.decoder.speaker_embedding(speaker),
-                                           frame_pitch(pitch, self.hop_length, quantized.shape[2]),
-                                           self.config.sample_rate)
+                                           frame_pitch(pitch, self.hop_length, quantized.shape[2]))
         return synthesize(amplitudes, pitch, self.hop_length, self.config.sample_rate)
 
     @property

@@ -16,7 +16,7 @@ from test_lpc import VARIANTS, lpc_model, pitch_rows
 from audio_vqvae.checkpoint import load_model
 from audio_vqvae.config import ConfigError, ModelConfig, WaveNetConfig
 from audio_vqvae.generation.engine import generate
-from audio_vqvae.harmonic import frame_pitch, harmonic_amplitudes, harmonic_loss, synthesize
+from audio_vqvae.harmonic import frame_pitch, harmonic_loss, synthesize
 from audio_vqvae.model import VQVAE
 from audio_vqvae.pitch import generation_pitch, sample_pitch
 
@@ -91,20 +91,6 @@ def test_loss_counts_voiced_samples_only_and_frame_pitch_averages_per_code_frame
     frames = frame_pitch(pitch, hop=2, frames=4)  # the last frame holds the last samples
     assert torch.allclose(frames[0, 0], torch.tensor([1.0, 0.5, 0.0, 0.0]))
     assert torch.allclose(frames[0, 1], torch.tensor([0.0, 0.5, 0.0, 0.0]))
-    assert torch.allclose(frames[0, 2], torch.tensor([200.0, 400.0, 100.0, 100.0]))
-
-
-def test_harmonics_sample_the_complex_envelope_at_k_f0():
-    points = 5  # 0, 1000, 2000, 3000, 4000 Hz at 8 kHz
-    real = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])  # A(f) = f / 1000 Hz
-    imaginary = torch.tensor([1.0, 1.0, 0.0, 0.0, -1.0])
-    envelope = torch.cat([real, imaginary]).view(1, 2 * points, 1).expand(1, -1, 2)
-    f0 = torch.tensor([[750.0, 1500.0]])
-    amplitudes = harmonic_amplitudes(envelope, f0, harmonics=3, sample_rate=RATE)  # (1, 6, 2)
-    assert torch.allclose(amplitudes[0, :3, 0], torch.tensor([0.75, 1.5, 2.25]))
-    assert torch.allclose(amplitudes[0, 3:, 0], torch.tensor([1.0, 0.5, 0.0]))
-    assert torch.allclose(amplitudes[0, :3, 1], torch.tensor([1.5, 3.0, 4.0]))  # 4500 Hz: the last point held
-    assert torch.allclose(amplitudes[0, 3:, 1], torch.tensor([0.5, 0.0, -1.0]))
 
 
 def test_config_and_the_paper_model_have_no_harmonic_part():

@@ -99,8 +99,7 @@ def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0) -> VQV
         if order:  # strong envelopes, so that the prediction matters to every sample
             model.decoder.envelope.output.bias.copy_(torch.linspace(1.5, -0.5, order))
         if harmonic_part:  # a loud periodic part
-            output = model.decoder.harmonic.output
-            output.bias.copy_(torch.linspace(0.08, -0.04, output.out_channels))
+            model.decoder.harmonic.output.bias.copy_(torch.linspace(0.08, -0.04, 2 * harmonic_part))
     return model
 
 
