@@ -442,3 +442,30 @@ def test_evaluate_a_model_with_a_source_excitation(tiny, tmp_path):
     report = json.loads(out.read_text())
     assert report["teacher_forced"]["utterances"] == 3 and report["corpus"]["conversions"] == 6
     assert report["reconstruction"]["clips"] == 3 and report["parallel"]["pairs"] == 6
+
+
+def test_evaluate_the_deterministic_part_alone(tiny, tmp_path, capsys):
+    """--part deterministic judges the harmonic part alone: no sampling, so any seed gives the same report."""
+    from audio_vqvae.data import PreparedCorpus
+
+    assert evaluate_command(tiny["checkpoint"], tmp_path / "plain.json") == 0  # prepares the cache
+    table = {entry["name"]: entry for entry in PreparedCorpus.open(tiny["cache"]).speakers}
+    config = tiny_model_config()
+    config.decoder.harmonics = 4
+    torch.manual_seed(0)
+    model = VQVAE(config, speakers=[{**table[name], "id": i} for i, name in enumerate(MODEL_SPEAKERS)])
+    checkpoint = tmp_path / "harmonic.pt"
+    data = DataConfig(corpus="vctk", data_root=str(tiny["root"]), cache_dir=str(tiny["cache"]), num_workers=0,
+                      valid_utterances_per_speaker=1)
+    save_checkpoint(checkpoint, model, extra={"experiment": ExperimentConfig(model=config, data=data).to_dict()})
+    reports = []
+    for seed in (0, 1):
+        out = tmp_path / f"deterministic{seed}.json"
+        assert evaluate_command(checkpoint, out, "--part", "deterministic", "--seed", seed) == 0
+        reports.append(json.loads(out.read_text()))
+    assert reports[0]["settings"]["part"] == "deterministic"
+    assert reports[0]["reconstruction"] == reports[1]["reconstruction"]
+    capsys.readouterr()
+    assert evaluate_command(tiny["checkpoint"], tmp_path / "none.json", "--part", "deterministic") == 2
+    error = capsys.readouterr().err
+    assert "needs a model with a harmonic part" in error and len(error.strip().splitlines()) == 1

@@ -31,7 +31,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(utterances=args.utterances, conversions=args.conversions, seconds=args.seconds,
                                   temperature=args.temperature, seed=args.seed,
                                   classifier_utterances=args.classifier_utterances,
-                                  skip=tuple(name for name in (args.skip or "").split(",") if name))
+                                  skip=tuple(name for name in (args.skip or "").split(",") if name),
+                                  part=args.part)
     try:
         evaluation = evaluate(args.checkpoint, corpus=args.corpus, data_root=args.data_root, cache=args.cache,
                               settings=settings, device=args.device, progress=not args.no_progress)
@@ -99,6 +100,10 @@ def register(subparsers) -> None:
     parser.add_argument("--skip", metavar="JUDGE[,JUDGE]",
                         help="judges not to run (report sections, e.g. quality,speaker_encoder); every judge runs by "
                              "default")
+    parser.add_argument("--part", choices=("all", "deterministic"), default="all",  # evaluation.evaluate.PARTS
+                        help="what generates: the whole decoder (all, the default) or, for a model with a harmonic "
+                             "part, its deterministic part alone (the WaveNet's draws set to zero), to show what "
+                             "the WaveNet adds")
     parser.add_argument("--run-dir", help="also write the figures (eval/*) and a few audio clips to TensorBoard here")
     # cpu by default, not auto: the report's figures then come from the same arithmetic on every machine.
     parser.add_argument("--device", type=device, default="cpu",

@@ -58,6 +58,7 @@ from audio_vqvae.pitch import conversion_stats, generation_pitch
 __all__ = ["JUDGES", "Evaluation", "EvaluationSettings", "evaluate", "open_corpus", "select_heldout",
            "utterances_by_speaker", "write_report"]
 
+PARTS = ("all", "deterministic")  # what of the decoder generates (EvaluationSettings.part)
 GENERATION_BATCH = 64  # rows per decode call: bigger batches are faster per sample; 64 x 2 s needs about 2.5 GB
 
 JUDGES: tuple[tuple[str, Callable[[Material], Judgement]], ...] = (
@@ -84,6 +85,9 @@ class EvaluationSettings:
         seed: seed of the sampling.
         classifier_utterances: real training utterances per speaker the speaker classifiers learn from.
         skip: sections of :data:`JUDGES` not measured (reported as absent): every judge runs by default.
+        part: ``"all"`` (the decoder as it generates) or ``"deterministic"``: its deterministic part alone, the
+            WaveNet's draws set to zero (the harmonic part, :meth:`audio_vqvae.model.VQVAE.deterministic`), to
+            show what the WaveNet adds; only for a model with ``decoder.harmonics``.
     """
 
     utterances: int = 16
@@ -93,6 +97,7 @@ class EvaluationSettings:
     seed: int = 0
     classifier_utterances: int = 24
     skip: tuple[str, ...] = ()
+    part: str = "all"
 
     def validate(self) -> None:
         if self.utterances < 1:
@@ -105,6 +110,8 @@ class EvaluationSettings:
             raise InputError(f"--temperature must be 0 or more, got {self.temperature}")
         if self.classifier_utterances < 1:
             raise InputError(f"--classifier-utterances must be at least 1, got {self.classifier_utterances}")
+        if self.part not in PARTS:
+            raise InputError(f"--part must be one of {', '.join(PARTS)}, got {self.part!r}")
         unknown = sorted(set(self.skip) - {section for section, _ in JUDGES})
         if unknown:
             raise InputError(f"--skip: no judge named {', '.join(unknown)}; expected some of "
@@ -151,13 +158,17 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
 
     Raises:
         CheckpointError: missing or unreadable checkpoint.
-        InputError: no corpus, a corpus at another rate, or no held-out utterance of a known speaker.
+        InputError: no corpus, a corpus at another rate, no held-out utterance of a known speaker, or
+            ``part="deterministic"`` for a model without a harmonic part.
     """
     settings = settings or EvaluationSettings()
     settings.validate()
     started = time.perf_counter()
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, checkpoint, resolve_device(device))
+    if settings.part == "deterministic" and model.decoder.harmonic is None:
+        raise InputError(f"{checkpoint}: --part deterministic needs a model with a harmonic part (decoder.harmonics); "
+                         "this one's output is all WaveNet")
     prepared = open_corpus(payload, checkpoint, corpus=corpus, data_root=data_root, cache=cache, progress=progress)
     rate, hop = model.config.sample_rate, model.hop_length
     if prepared.sample_rate != rate:
@@ -355,10 +366,15 @@ def _generate(model: VQVAE, corpus: PreparedCorpus, clips: Sequence[Clip], rows:
 
             pitch = (torch.from_numpy(np.stack([_row_pitch(model, corpus, clips[rows[row][0]], rows[row][1])
                                                 for row in members])).to(device) if model.needs_pitch else None)
-            waveforms = model.decode(codes[[position[rows[row][0]] for row in members]], speakers,
-                                     temperature=settings.temperature,
-                                     generator=torch.Generator().manual_seed(settings.seed + batch),
-                                     progress=advance, pitch=pitch).float().cpu().numpy()
+            used = codes[[position[rows[row][0]] for row in members]]
+            if settings.part == "deterministic":
+                waveforms = model.deterministic(used, speakers, pitch)
+                advance(waveforms.shape[1])
+            else:
+                waveforms = model.decode(used, speakers, temperature=settings.temperature,
+                                         generator=torch.Generator().manual_seed(settings.seed + batch),
+                                         progress=advance, pitch=pitch)
+            waveforms = waveforms.float().cpu().numpy()
             for row, waveform in zip(members, waveforms):
                 outputs[row] = waveform
     return outputs
