@@ -255,8 +255,12 @@ def _reuse(out_dir: Path, manifest: dict, split: SplitSettings, alignments: Opti
 
 def _differences(old: dict, new: dict) -> str:
     """``sample_rate 8000 -> 16000, level_db -24.0 -> None``: the settings that differ."""
-    changed = [key for key in new if key != "data_root" and old.get(key) != new[key]]
-    return ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in changed) or "its corpus root differs"
+    def plain(value: Any) -> Any:  # the manifest's JSON has lists where the settings have tuples
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    changed = [key for key in new if key != "data_root" and plain(old.get(key)) != plain(new[key])]
+    return ", ".join(f"{key} {plain(old.get(key))!r} -> {plain(new[key])!r}" for key in changed) \
+        or "its corpus root differs"
 
 
 # --------------------------------------------------------------------------- worker side
