@@ -46,16 +46,9 @@ class _Config:
 
     @classmethod
     def from_yaml(cls: type[T], path: Union[str, Path]) -> T:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
-        return _from_plain(cls, data, str(path))
+        """Read a YAML file; a top-level ``base: other.yaml`` (relative to the file) names a file whose
+        values this one overlays key by key, so that a config holds only its differences from another."""
+        return _from_plain(cls, read_yaml(Path(path)), str(path))
 
     def to_yaml(self, path: Union[str, Path]) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -416,6 +409,27 @@ def _with_preset(data: dict, where: str) -> dict:
     except ConfigError as err:
         raise ConfigError(f"{where}.preset: {err}") from None
     return _overlay(resolved, {key: value for key, value in data.items() if key != "preset"})
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping, with its ``base:`` chain resolved (each file overlays the one it names)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}.base: expected the path of a YAML file, got {base!r}")
+    resolved = (path.parent / base).resolve()
+    if resolved in _seen or resolved == path.resolve():
+        raise ConfigError(f"{path}.base: {base} includes itself")
+    return _overlay(read_yaml(resolved, _seen + (path.resolve(),)), data)
 
 
 def _overlay(base: dict, changes: dict) -> dict:

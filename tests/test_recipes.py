@@ -150,7 +150,7 @@ def test_recipe_configs_resolve_to_what_they_resolved_to_as_whole_files(key):
     resolved to when it copied the whole preset (tests/fixtures/recipe_configs.yaml)."""
     import yaml
 
-    from audio_vqvae.config import ExperimentConfig, ModelConfig
+    from audio_vqvae.config import ExperimentConfig, ModelConfig, read_yaml
 
     recipe, name = key.split("/")
     path = REPO / "recipes" / recipe / "conf" / f"{name}.yaml"
@@ -158,8 +158,12 @@ def test_recipe_configs_resolve_to_what_they_resolved_to_as_whole_files(key):
     # Through the dataclass, as a checkpoint's config is read: a field added since gets its default.
     assert ExperimentConfig.from_yaml(path).to_dict() == ExperimentConfig.from_dict(before).to_dict()
 
-    written = yaml.safe_load(path.read_text())
+    written = read_yaml(path)  # its base chain resolved: the LibriSpeech configs hold only their data keys
     assert set(written) == {"model", "data", "train"}
+    if recipe == "librispeech":  # a delta over the VCTK recipe's config of the same name
+        assert yaml.safe_load(path.read_text())["base"] == f"../../vctk/conf/{name}.yaml"
+    else:  # no LibriSpeech-only keys in a VCTK config
+        assert not {"train_subsets", "valid_subsets"} & set(written["data"])
     model = dict(written["model"])
     preset = ModelConfig.preset(model.pop("preset")).to_dict()
     for section, values in model.items():  # every key it holds differs from the preset
@@ -185,3 +189,19 @@ def test_a_model_preset_is_overlaid_key_by_key_and_checked_like_a_whole_config(t
         ExperimentConfig.from_dict({"model": {"preset": "tiny"}})
     with pytest.raises(ConfigError, match="preset: expected a preset name"):
         ModelConfig.from_dict({"preset": 3})
+
+
+def test_a_config_file_overlays_the_file_it_names_as_base(tmp_path):
+    from audio_vqvae.config import ConfigError, ExperimentConfig
+
+    (tmp_path / "base.yaml").write_text("model: {preset: small, sample_rate: 8000}\ntrain: {max_steps: 10, seed: 3}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ntrain: {max_steps: 20}\n")
+    config = ExperimentConfig.from_yaml(tmp_path / "child.yaml")
+    assert (config.model.sample_rate, config.train.max_steps, config.train.seed) == (8000, 20, 3)
+    (tmp_path / "loop.yaml").write_text("base: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        ExperimentConfig.from_yaml(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
+        ExperimentConfig.from_yaml(tmp_path / "missing.yaml")
