@@ -129,18 +129,6 @@ class MetricsFile:
             handle.write(json.dumps(record) + "\n")
 
 
-def write_run_files(run_dir: Path, config: ExperimentConfig, speakers: list[dict], *, fresh: bool) -> None:
-    """``config.yaml`` (the resolved experiment config) and ``speakers.json`` of a run directory.
-
-    ``fresh``: a new run, whose ``metrics.jsonl`` from an earlier attempt that never checkpointed is stale.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    config.to_yaml(run_dir / "config.yaml")
-    (run_dir / "speakers.json").write_text(json.dumps(speakers, indent=1, ensure_ascii=False) + "\n")
-
-
 def log_run_start(log: RunLog, config: ExperimentConfig, *, run_dir: Path, device: torch.device, bf16: bool,
                   world_size: int, corpus: Any, parameters: int, batches_per_epoch: int) -> None:
     """The run log's opening lines: where, on what, which corpus, which model, how many batches and steps."""
