@@ -191,10 +191,15 @@ def test_a_cache_without_a_matching_phone_index_is_refused(tmp_path):
     root = _aligned_voices(tmp_path)
     prepared = prepare_corpus("folders", root, tmp_path / "cache", num_workers=0, progress=False,
                               alignments=tmp_path / "mfa")
-    index = json.loads((prepared.cache_dir / "phones.json").read_text())
-    index["hash"] = "something-else"
-    (prepared.cache_dir / "phones.json").write_text(json.dumps(index))
+    path = prepared.cache_dir / "phones.json"
+    text = path.read_text()
+    index = json.loads(text)
+    path.write_text(text.replace(index["hash"], "x" * len(index["hash"])))  # same size: past open's size check
     with pytest.raises(Exception, match="phones.json does not match"):
+        PreparedCorpus.open(prepared.cache_dir)
+    index["hash"] = "something-else"  # another size: the manifest's check names the file first
+    (prepared.cache_dir / "phones.json").write_text(json.dumps(index))
+    with pytest.raises(Exception, match="phones.json: damaged cache file"):
         PreparedCorpus.open(prepared.cache_dir)
 
 
