@@ -422,21 +422,28 @@ def test_bad_inputs_are_one_line_and_leave_no_report(tiny, tmp_path, capsys):
     assert "16000 Hz" in fails(tiny["checkpoint"], out, "--cache", other_rate)
 
 
-def test_evaluate_a_model_with_a_source_excitation(tiny, tmp_path):
-    """The decoder speaks with the held-out clips' tracked f0, moved to each conversion's target speaker."""
+def pitch_model_checkpoint(tiny, checkpoint, **decoder):
+    """A tiny model that speaks with f0 (``decoder`` options: excitation_harmonics, harmonics), with the speaker
+    table's pitch statistics of the prepared corpus, saved with its data config: the checkpoint's path."""
     from audio_vqvae.data import PreparedCorpus
 
-    assert evaluate_command(tiny["checkpoint"], tmp_path / "plain.json") == 0  # prepares the cache
+    assert evaluate_command(tiny["checkpoint"], checkpoint.with_suffix(".plain.json")) == 0  # prepares the cache
     table = {entry["name"]: entry for entry in PreparedCorpus.open(tiny["cache"]).speakers}
     assert all(table[name]["log_f0_mean"] is not None for name in MODEL_SPEAKERS)
     config = tiny_model_config()
-    config.decoder.excitation_harmonics = 2
+    for name, value in decoder.items():
+        setattr(config.decoder, name, value)
     torch.manual_seed(0)
     model = VQVAE(config, speakers=[{**table[name], "id": i} for i, name in enumerate(MODEL_SPEAKERS)])
-    checkpoint = tmp_path / "pitch.pt"
     data = DataConfig(corpus="vctk", data_root=str(tiny["root"]), cache_dir=str(tiny["cache"]), num_workers=0,
                       valid_utterances_per_speaker=1)
     save_checkpoint(checkpoint, model, extra={"experiment": ExperimentConfig(model=config, data=data).to_dict()})
+    return checkpoint
+
+
+def test_evaluate_a_model_with_a_source_excitation(tiny, tmp_path):
+    """The decoder speaks with the held-out clips' tracked f0, moved to each conversion's target speaker."""
+    checkpoint = pitch_model_checkpoint(tiny, tmp_path / "pitch.pt", excitation_harmonics=2)
     out = tmp_path / "pitch.json"
     assert evaluate_command(checkpoint, out) == 0
     report = json.loads(out.read_text())
@@ -446,18 +453,7 @@ def test_evaluate_a_model_with_a_source_excitation(tiny, tmp_path):
 
 def test_evaluate_the_deterministic_part_alone(tiny, tmp_path, capsys):
     """--part deterministic judges the harmonic part alone: no sampling, so any seed gives the same report."""
-    from audio_vqvae.data import PreparedCorpus
-
-    assert evaluate_command(tiny["checkpoint"], tmp_path / "plain.json") == 0  # prepares the cache
-    table = {entry["name"]: entry for entry in PreparedCorpus.open(tiny["cache"]).speakers}
-    config = tiny_model_config()
-    config.decoder.harmonics = 4
-    torch.manual_seed(0)
-    model = VQVAE(config, speakers=[{**table[name], "id": i} for i, name in enumerate(MODEL_SPEAKERS)])
-    checkpoint = tmp_path / "harmonic.pt"
-    data = DataConfig(corpus="vctk", data_root=str(tiny["root"]), cache_dir=str(tiny["cache"]), num_workers=0,
-                      valid_utterances_per_speaker=1)
-    save_checkpoint(checkpoint, model, extra={"experiment": ExperimentConfig(model=config, data=data).to_dict()})
+    checkpoint = pitch_model_checkpoint(tiny, tmp_path / "harmonic.pt", harmonics=4)
     reports = []
     for seed in (0, 1):
         out = tmp_path / f"deterministic{seed}.json"
