@@ -315,6 +315,9 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     assert report["speaker_id"]["noise_snrs_db"] == [] and report["speaker_id"]["controls"] == 6
     encoder = report["speaker_encoder"]
     assert -1 <= encoder["conversion_secs_intended"] <= 1 and -1 <= encoder["control_secs_source"] <= 1
+    for kind in ("conversion", "control"):  # a share of the 6 items, each compared on its own
+        closer = encoder[f"{kind}_closer_to_intended"] * 6
+        assert closer == pytest.approx(round(closer)) and 0 <= closer <= 6, kind
     quality = report["quality"]
     assert quality["original_clips"] == 3 and quality["conversion_clips"] == 6 and quality["control_clips"] == 6
     assert all(1 <= quality[f"{kind}_{rating}"] <= 5 for kind in ("original", "reconstruction", "conversion",

@@ -175,7 +175,12 @@ def _secs_rows() -> tuple[Measure, ...]:
              _reference(lambda r: f"f0 controls {r[section]['control_secs_source']:.2f}"), True),
             ("control", "f0 controls", "intended", "target", _NONE, False),
             ("control", "f0 controls", "source", "source", _NONE, False),
-        ))
+        )) + (
+        Measure((section, "conversion_closer_to_intended"),
+                "speaker encoder: conversions closer to the target's centroid than to the source's", _share, " %",
+                _reference(lambda r: f"f0 controls {percent(r[section]['control_closer_to_intended'])}"),
+                headline=True),
+    )
 
 
 def _quality_rows() -> tuple[Measure, ...]:

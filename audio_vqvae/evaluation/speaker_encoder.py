@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from audio_vqvae.evaluation.material import Judgement, Material, absent, mean
+from audio_vqvae.evaluation.material import Judgement, Material, absent, mean, share
 from audio_vqvae.evaluation.speaker_id import speaker_section, verdict
 
 ENCODER_RATE = 16000
@@ -127,7 +127,8 @@ def centroids(material: Material) -> dict[str, np.ndarray]:
 
 def encoder_judge(material: Material) -> Judgement:
     """Name every heard item by its nearest speaker centroid; :func:`speaker_section` of the names, and the
-    mean SECS of each kind of item to the intended speaker's centroid and to the source's."""
+    mean SECS of each kind of item to the intended speaker's centroid and to the source's, and the share of
+    conversions (and controls) closer to the intended speaker's centroid than to their source's."""
     if len(material.train) < 2:
         return absent(f"{len(material.train)} training speaker(s) known to the model; naming needs two or more")
     try:
@@ -146,8 +147,11 @@ def encoder_judge(material: Material) -> Judgement:
                                                  for i in rows])
         if kind in ("conversion", "control"):
             sourced = [i for i in rows if material.source(material.heard[i]) in table]
-            section[f"{kind}_secs_source"] = mean([float(embeddings[i] @ table[material.source(material.heard[i])])
-                                                   for i in sourced])
+            to_source = {i: float(embeddings[i] @ table[material.source(material.heard[i])]) for i in sourced}
+            section[f"{kind}_secs_source"] = mean(list(to_source.values()))
+            # Per item, not on average: the share that sounds more like the intended speaker than like its source.
+            section[f"{kind}_closer_to_intended"] = share(
+                [float(embeddings[i] @ table[material.heard[i].intended]) > to_source[i] for i in sourced])
     section["centroid_utterances"] = CENTROID_UTTERANCES
     verdicts = {}
     for i, vector in enumerate(embeddings):
