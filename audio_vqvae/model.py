@@ -45,7 +45,6 @@ class VQVAEOutput:
         perplexity: codebook perplexity in this batch.
         codes_used: distinct codes in this batch.
         targets: LongTensor[B x T], the classes the logits score (the excitation's with a synthesis).
-        envelope: the envelope network's loss (zero without ``lpc_order``), see :mod:`audio_vqvae.lpc`.
         losses: every loss term by name, unweighted: ``reconstruction``, ``quantizer``, and ``envelope``
             (``lpc_order``) and ``harmonic`` (``harmonics``) where the decoder has those parts; what the
             trainer and its logs iterate.
@@ -60,9 +59,13 @@ class VQVAEOutput:
     perplexity: torch.Tensor
     codes_used: torch.Tensor
     targets: Optional[torch.Tensor] = None
-    envelope: Optional[torch.Tensor] = None
     losses: dict = field(default_factory=dict)
     harmonic: Optional[torch.Tensor] = None
+
+    @property
+    def envelope(self) -> torch.Tensor:
+        """The envelope network's loss (zero without ``lpc_order``), see :mod:`audio_vqvae.lpc`."""
+        return self.losses.get("envelope", self.reconstruction.new_zeros(()))
 
     @property
     def bits_per_sample(self) -> torch.Tensor:
@@ -259,8 +262,7 @@ class VQVAE(nn.Module):
                 loss = loss + weight * losses[name]
         return VQVAEOutput(logits=logits, codes=codes, loss=loss, reconstruction=reconstruction,
                            quantizer=quantizer_loss, perplexity=perplexity, codes_used=codes_used,
-                           targets=targets, envelope=losses.get("envelope", audio.new_zeros(())), losses=losses,
-                           harmonic=harmonic)
+                           targets=targets, losses=losses, harmonic=harmonic)
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -292,14 +294,15 @@ class VQVAE(nn.Module):
             raise ValueError(f"lengths must be {batch} sample counts in 1..{full}, got {lengths}")
         steps = max(lengths)
         conditioning = vectors.new_zeros(batch, self.config.decoder.conditioning_channels, steps)
-        synthesis = vectors.new_zeros(batch, steps, 1 + self.config.decoder.lpc_order, dtype=torch.float64)
+        synthesis = (vectors.new_zeros(batch, steps, 1 + self.config.decoder.lpc_order, dtype=torch.float64)
+                     if self.synthesises else None)
         for row, length in enumerate(lengths):
             used = vectors[row:row + 1, :, :-(-length // self.hop_length)]
             rows = None if pitch is None else pitch[row:row + 1, :, :length]
             conditioning[row, :, :length] = self.conditioning(used, length, rows)[0]
-            if self.synthesises:
+            if synthesis is not None:
                 synthesis[row, :length] = self._synthesis(used, speaker[row:row + 1], rows, length)[0]
-        return conditioning, (synthesis if self.synthesises else None)
+        return conditioning, synthesis
 
     def _synthesis(self, vectors: torch.Tensor, speaker: torch.Tensor, pitch: Optional[torch.Tensor],
                    length: int) -> Optional[torch.Tensor]:
