@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's library, whatever is installed
 
 from helpers import make_tiny_corpus, speech_like, tiny_overrides, write  # noqa: E402
 
