@@ -40,7 +40,12 @@ VARIANTS = {
 CLOCK = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|[\d.,]+ ?(s|samples/s|min)\b|in [\d.]+ s)")
 
 
+ROOT = [""]  # the folder being digested: its path is replaced by "<out>" in every text, so two folders compare
+
+
 def digest(data: bytes) -> str:
+    if ROOT[0]:
+        data = data.replace(ROOT[0].encode(), b"<out>")
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -56,7 +61,7 @@ def tensor_digests(value, prefix: str, out: dict) -> None:
         for index, item in enumerate(value):
             tensor_digests(item, f"{prefix}/{index}", out)
     else:
-        out[prefix] = repr(value)
+        out[prefix] = repr(value).replace(ROOT[0], "<out>") if ROOT[0] else repr(value)
 
 
 def run_digests(run: Path, out: dict) -> None:
@@ -102,9 +107,9 @@ def fingerprint(out: Path) -> dict:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    out = out.resolve()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     corpus = make_tiny_corpus(out / "corpus")
-    digests: dict[str, str] = {}
     recipe = [str(REPO / "recipes" / "vctk" / "train.py"), "--config", str(REPO / "recipes/vctk/conf/small.yaml"),
               "--no-progress"]
     cli = ["-m", "audio_vqvae.commands.main"]
@@ -120,11 +125,6 @@ def fingerprint(out: Path) -> dict:
         # Resume from step 6: drop the later checkpoint and what was logged after it.
         (resumed / "checkpoints" / "step-00000012.pt").unlink()
         command(*recipe, "--out", str(resumed), "--resume", *overrides, env=env)
-        for path in sorted(cache.rglob("*")):
-            if path.is_file() and path.suffix != ".log":
-                digests[f"{name}/cache/{path.relative_to(cache)}"] = digest(path.read_bytes())
-        run_digests(whole, digests)
-        run_digests(resumed, digests)
         checkpoint = str(whole / "checkpoints" / "step-00000012.pt")
         made = out / f"{name}-generated"
         codes = made / ("codes.npz" if options else "codes.npy")  # with f0 (a model that reads it) or codes only
@@ -135,11 +135,36 @@ def fingerprint(out: Path) -> dict:
                 "--output", str(made / "reconstructed.wav"), "--no-progress", env=env)
         command(*cli, "convert", "--checkpoint", checkpoint, "--input", str(out / "inputs"), "--speaker", "spk2,spk3",
                 "--output", str(made / "converted"), "--batch-size", "3", "--no-progress", env=env)
+    return collect(out)
+
+
+def collect(out: Path) -> dict:
+    """Digest what :func:`fingerprint` left in ``out``; writes ``out/digests.json``."""
+    ROOT[0] = str(out.resolve())
+    digests: dict[str, str] = {}
+    for name in VARIANTS:
+        cache, made = out / f"cache-{name}", out / f"{name}-generated"
+        for path in sorted(cache.rglob("*")):
+            if path.is_file() and path.suffix != ".log":
+                data = path.read_bytes()
+                if path.suffix == ".json":  # without the clock and the hash of the corpus' path
+                    data = json.dumps(_without_clock(json.loads(data)), sort_keys=True).encode()
+                digests[f"{name}/cache/{path.relative_to(cache)}"] = digest(data)
+        run_digests(out / f"{name}-whole", digests)
+        run_digests(out / f"{name}-resumed", digests)
         for path in sorted(made.rglob("*")):
             if path.is_file():
                 digests[f"{name}/generated/{path.relative_to(made)}"] = digest(path.read_bytes())
     (out / "digests.json").write_text(json.dumps(digests, indent=1, sort_keys=True))
     return digests
+
+
+def _without_clock(value):
+    if isinstance(value, dict):
+        return {k: _without_clock(v) for k, v in value.items() if not k.endswith(("_s", "hash", "time", "report.json"))}
+    if isinstance(value, list):
+        return [_without_clock(v) for v in value]
+    return value
 
 
 def compare(before: Path, after: Path) -> int:
@@ -158,9 +183,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="folder to run in (replaced); digests.json is written there")
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
+    parser.add_argument("--collect", type=Path, metavar="DIR", help="digest an existing --out folder again")
     args = parser.parse_args()
     if args.compare:
         return compare(*args.compare)
+    if args.collect:
+        print(f"{len(collect(args.collect))} digests written to {args.collect / 'digests.json'}")
+        return 0
     if args.out is None:
         parser.error("--out or --compare")
     digests = fingerprint(args.out)
