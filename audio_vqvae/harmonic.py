@@ -7,8 +7,8 @@ least-squares fit of ``a_k cos kφ + b_k sin kφ`` per 10 ms frame on the measur
 samples to a median 17 dB SNR: ``shared/probes/harmonic_oracle.py``). The harmonic-plus-noise split of
 speech coding (Stylianou's HNM; the harmonic sources of NSF and DDSP) makes that part deterministic:
 
-* a frame-rate network (:class:`HarmonicPredictor`) maps the code vectors, the speaker embedding and the
-  frame's log-f0 and voicing to K pairs ``(a_k, b_k)`` per code frame;
+* a frame-rate network (:class:`HarmonicPart`, a synthesis part of :mod:`audio_vqvae.parts`) maps the code
+  vectors, the speaker embedding and the frame's log-f0 and voicing to K pairs ``(a_k, b_k)`` per code frame;
 * the pairs are interpolated linearly to the sample rate and multiplied with the source excitation's
   harmonics (:func:`audio_vqvae.pitch.excitation`: ``v cos kφ``, ``v sin kφ``, zero at or above 0.45 sr),
   ``h[t] = Σ_k a_k(t) v cos kφ(t) + b_k(t) v sin kφ(t)`` (:func:`synthesize`);
@@ -25,8 +25,8 @@ sample loop, like the conditioning.
 
 Example:
     >>> import torch
-    >>> predictor = HarmonicPredictor(code_dim=8, speaker_dim=4, harmonics=5)
-    >>> amplitudes = predictor(torch.randn(2, 8, 10), torch.randn(2, 4), torch.zeros(2, 2, 10))
+    >>> part = HarmonicPart(code_dim=8, speaker_dim=4, harmonics=5)
+    >>> amplitudes = part(torch.randn(2, 8, 10), torch.randn(2, 4), torch.zeros(2, 2, 10))
     >>> amplitudes.shape                                      # (B, 2K, T'): a_1..a_K, then b_1..b_K
     torch.Size([2, 10, 10])
     >>> pitch = torch.stack([torch.zeros(2, 640), torch.full((2, 640), 100.0), torch.ones(2, 640)], dim=1)
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audio_vqvae.parts import DecoderPart, PartInputs, Split
 from audio_vqvae.pitch import F0_MIN, excitation
 
 OUTPUT_SCALE = 0.1  # the output layer starts small: h ≈ 0 at step 0, so the WaveNet first sees the plain signal
@@ -59,17 +60,28 @@ def frame_pitch(pitch: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
     return F.avg_pool1d(rows[:, :, :wanted], hop)
 
 
-class HarmonicPredictor(nn.Module):
+class HarmonicPart(DecoderPart, nn.Module):
     """Codes, speaker and f0 to harmonic amplitudes: Tensor[B x D x T'], Tensor[B x S], Tensor[B x 2 x T']
-    -> Tensor[B x 2K x T'] (``a_1..a_K``, then ``b_1..b_K``).
+    -> Tensor[B x 2K x T'] (``a_1..a_K``, then ``b_1..b_K``); as a synthesis part, ``h`` and its loss.
 
     Two 3-wide convolutions over frames (ReLU) and a 1x1 output, like the envelope network
-    (:class:`audio_vqvae.lpc.EnvelopePredictor`); the speaker vector and the f0 inputs join every frame.
+    (:class:`audio_vqvae.lpc.SourceFilter`); the speaker vector and the f0 inputs join every frame.
+
+    Args:
+        code_dim, speaker_dim: D and S.
+        harmonics: K.
+        hidden: channels of the two hidden convolutions.
+        loss_weight: the weight of :func:`harmonic_loss` in the total (``decoder.harmonic_weight``).
     """
 
-    def __init__(self, code_dim: int, speaker_dim: int, harmonics: int, hidden: int = 256):
+    needs_pitch = True
+    synthesises = True
+    loss_name = "harmonic"
+
+    def __init__(self, code_dim: int, speaker_dim: int, harmonics: int, hidden: int = 256, loss_weight: float = 1.0):
         super().__init__()
         self.harmonics = harmonics
+        self.loss_weight = loss_weight
         self.input = nn.Conv1d(code_dim + speaker_dim + 2, hidden, kernel_size=3, padding=1)
         self.hidden = nn.Conv1d(hidden, hidden, kernel_size=3, padding=1)
         self.output = nn.Conv1d(hidden, 2 * harmonics, kernel_size=1)
@@ -83,6 +95,18 @@ class HarmonicPredictor(nn.Module):
                        pitch_frames[:, :, :frames].to(codes)], dim=1)
         x = torch.relu(self.hidden(torch.relu(self.input(x))))
         return self.output(x)
+
+    def signal(self, inputs: PartInputs) -> torch.Tensor:
+        """The harmonic part ``h`` of the utterances: Tensor[B x T] in the decoder's signal domain."""
+        frames = inputs.vectors.shape[2]
+        amplitudes = self(inputs.vectors, inputs.speaker, frame_pitch(inputs.pitch, inputs.hop, frames))
+        return synthesize(amplitudes, inputs.pitch, inputs.hop, inputs.sample_rate)
+
+    def split(self, inputs: PartInputs, signal: torch.Tensor, residual: torch.Tensor) -> Split:
+        """``h`` (the first synthesis part: ``residual`` is the signal) and :func:`harmonic_loss` on the voiced
+        samples."""
+        harmonic = self.signal(inputs)
+        return Split(harmonic.detach().double(), harmonic_loss(harmonic.float(), signal, inputs.pitch[:, 2]))
 
 
 def synthesize(amplitudes: torch.Tensor, pitch: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:

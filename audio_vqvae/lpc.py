@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audio_vqvae.parts import DecoderPart, PartInputs, Split
+
 LAG_WINDOW_HZ = 60.0  # Gaussian lag window: widens every pole's bandwidth a little (robust, as in speech codecs)
 WHITE_NOISE = 1e-4  # r0 *= 1 + WHITE_NOISE: a -40 dB noise floor keeps the normal equations well conditioned
 MAX_REFLECTION = 0.999  # the targets' |k| is clipped here so that atanh stays finite (|u| <= 3.8)
@@ -118,14 +120,26 @@ def predict(signal: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
     return (history * coefficients.double()).sum(-1)
 
 
-class EnvelopePredictor(nn.Module):
-    """Codes and speaker to the frame's envelope: Tensor[B x D x T'], Tensor[B x S] -> u = atanh k, Tensor[B x T' x M].
+class SourceFilter(DecoderPart, nn.Module):
+    """The LPC split as a synthesis part: codes and speaker to the frame's envelope, Tensor[B x D x T'],
+    Tensor[B x S] -> u = atanh k, Tensor[B x T' x M]; the prediction ``p`` on the residual it is given, and
+    :func:`envelope_loss`.
 
     Two 3-wide convolutions over frames (ReLU) and a 1x1 output; the speaker vector joins every frame.
+
+    Args:
+        code_dim, speaker_dim: D and S.
+        order: M, the prediction order (``decoder.lpc_order``).
+        hidden: channels of the two hidden convolutions.
+        loss_weight: the weight of :func:`envelope_loss` in the total (``decoder.lpc_weight``).
     """
 
-    def __init__(self, code_dim: int, speaker_dim: int, order: int, hidden: int = 128):
+    synthesises = True
+    loss_name = "envelope"
+
+    def __init__(self, code_dim: int, speaker_dim: int, order: int, hidden: int = 128, loss_weight: float = 1.0):
         super().__init__()
+        self.loss_weight = loss_weight
         self.input = nn.Conv1d(code_dim + speaker_dim, hidden, kernel_size=3, padding=1)
         self.hidden = nn.Conv1d(hidden, hidden, kernel_size=3, padding=1)
         self.output = nn.Conv1d(hidden, order, kernel_size=1)
@@ -134,6 +148,17 @@ class EnvelopePredictor(nn.Module):
         x = torch.cat([codes, speaker.unsqueeze(2).expand(-1, -1, codes.shape[2]).to(codes)], dim=1)
         x = torch.relu(self.hidden(torch.relu(self.input(x))))
         return self.output(x).transpose(1, 2)
+
+    def coefficients(self, inputs: PartInputs) -> torch.Tensor:
+        """Per-sample prediction coefficients from the codes and speakers: DoubleTensor[B x T x M]."""
+        return sample_coefficients(self(inputs.vectors, inputs.speaker), inputs.hop, inputs.length)
+
+    def split(self, inputs: PartInputs, signal: torch.Tensor, residual: torch.Tensor) -> Split:
+        """``p[t] = Σ_i c_i · residual[t − i]`` on what earlier parts left (the signal itself without a harmonic
+        part), and the envelope network's loss against that residual's true frames."""
+        raw = self(inputs.vectors, inputs.speaker)
+        loss = envelope_loss(raw.float(), residual.float(), inputs.hop, inputs.sample_rate)
+        return Split(predict(residual, sample_coefficients(raw, inputs.hop, inputs.length)), loss)
 
 
 def reflections_from(raw: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,9 @@ from torch import nn
 from audio_vqvae.config import ModelConfig
 from audio_vqvae.emphasis import deemphasis, preemphasis
 from audio_vqvae.encoder import Encoder
-from audio_vqvae.harmonic import frame_pitch, harmonic_loss, synthesize
-from audio_vqvae.lpc import envelope_loss, predict, sample_coefficients, synthesis_rows
+from audio_vqvae.lpc import synthesis_rows
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
-from audio_vqvae.pitch import excitation
+from audio_vqvae.parts import PartInputs
 from audio_vqvae.quantizer import make_quantizer, time_jitter
 from audio_vqvae.wavenet import WaveNet
 
@@ -38,17 +37,18 @@ class VQVAEOutput:
     Attributes:
         logits: Tensor[B x 256 x T]; position t predicts sample t from samples < t (teacher forcing).
         codes: LongTensor[B x T // hop].
-        loss: total training loss: the sum of :attr:`losses`, each weighted (``decoder.lpc_weight``,
-            ``decoder.harmonic_weight``; reconstruction and quantizer terms by 1).
+        loss: total training loss: the sum of :attr:`losses`, each weighted (a part's by its ``loss_weight``:
+            ``decoder.lpc_weight``, ``decoder.harmonic_weight``; reconstruction and quantizer terms by 1).
         reconstruction: cross-entropy of the targets in nats per sample.
         quantizer: the quantizer's loss term (codebook and/or β·commitment).
         perplexity: codebook perplexity in this batch.
         codes_used: distinct codes in this batch.
         targets: LongTensor[B x T], the classes the logits score (the excitation's with a synthesis).
-        losses: every loss term by name, unweighted: ``reconstruction``, ``quantizer``, and ``envelope``
-            (``lpc_order``) and ``harmonic`` (``harmonics``) where the decoder has those parts; what the
-            trainer and its logs iterate.
-        harmonic: Tensor[B x T], the harmonic part ``h`` (``harmonics`` only), see :mod:`audio_vqvae.harmonic`.
+        losses: every loss term by name, unweighted: ``reconstruction``, ``quantizer``, and each synthesis
+            part's (``harmonic`` with ``harmonics``, ``envelope`` with ``lpc_order``; :mod:`audio_vqvae.parts`);
+            what the trainer and its logs iterate.
+        predictions: each synthesis part's prediction by its loss name, DoubleTensor[B x T] (detached): the
+            harmonic part's ``h``, the LPC split's ``p`` on the residual ``s − h``.
     """
 
     logits: torch.Tensor
@@ -60,7 +60,7 @@ class VQVAEOutput:
     codes_used: torch.Tensor
     targets: Optional[torch.Tensor] = None
     losses: dict = field(default_factory=dict)
-    harmonic: Optional[torch.Tensor] = None
+    predictions: dict = field(default_factory=dict)
 
     @property
     def envelope(self) -> torch.Tensor:
@@ -112,9 +112,19 @@ class VQVAE(nn.Module):
 
     @property
     def needs_pitch(self) -> bool:
-        """Whether the decoder takes a source excitation or has a harmonic part, so that every call needs the f0
-        (``pitch`` rows)."""
-        return self.decoder.excitation is not None or self.decoder.harmonic is not None
+        """Whether a part of the decoder reads the f0 (the source excitation, the harmonic part), so that every
+        call needs the ``pitch`` rows."""
+        return any(part.needs_pitch for part in self.decoder.parts)
+
+    def part_inputs(self, vectors: torch.Tensor, speaker: Optional[torch.Tensor], pitch: Optional[torch.Tensor],
+                    length: int) -> PartInputs:
+        """What the decoder's parts read (:class:`audio_vqvae.parts.PartInputs`): Tensor[B x D x T'] code vectors,
+        LongTensor[B] speakers (embedded here; None where only conditioning parts read them) and, when
+        :attr:`needs_pitch`, Tensor[B x 3 x length] pitch rows (checked here)."""
+        if self.needs_pitch:
+            self._check_pitch(pitch, vectors.shape[0], length)
+        embedded = None if speaker is None else self.decoder.speaker_embedding(speaker)
+        return PartInputs(vectors, embedded, pitch, self.hop_length, self.config.sample_rate, length)
 
     def conditioning(self, quantized: torch.Tensor, length: int, pitch: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Upsample Tensor[B x D x T'] code vectors to Tensor[B x C x length] at the sample rate.
@@ -129,10 +139,7 @@ class VQVAE(nn.Module):
         upsampled = upsampled[:, :, :length]
         if self.decoder.excitation is None:
             return upsampled
-        self._check_pitch(pitch, upsampled.shape[0], length)
-        harmonics = self.config.decoder.excitation_harmonics
-        source = excitation(pitch.to(upsampled), harmonics, self.config.sample_rate)  # its dtype and device
-        return upsampled + self.decoder.excitation(source)
+        return self.decoder.excitation.condition(upsampled, self.part_inputs(quantized, None, pitch, length))
 
     def _check_pitch(self, pitch: Optional[torch.Tensor], batch: int, length: int) -> None:
         if pitch is None:
@@ -141,20 +148,11 @@ class VQVAE(nn.Module):
         if pitch.dim() != 3 or pitch.shape[0] != batch or pitch.shape[1:] != (3, length):
             raise ValueError(f"pitch must have shape ({batch}, 3, {length}), got {tuple(pitch.shape)}")
 
-    def harmonic_part(self, quantized: torch.Tensor, speaker: torch.Tensor, pitch: Optional[torch.Tensor],
-                      length: int) -> torch.Tensor:
-        """The harmonic part ``h`` (``decoder.harmonics``) of Tensor[B x D x T'] code vectors, LongTensor[B] speakers
-        and Tensor[B x 3 x length] pitch rows: Tensor[B x length] in the decoder's signal domain."""
-        self._check_pitch(pitch, quantized.shape[0], length)
-        amplitudes = self.decoder.harmonic(quantized, self.decoder.speaker_embedding(speaker),
-                                           frame_pitch(pitch, self.hop_length, quantized.shape[2]))
-        return synthesize(amplitudes, pitch, self.hop_length, self.config.sample_rate)
-
     @property
     def synthesises(self) -> bool:
-        """Whether generation synthesises the signal around the WaveNet's draws (a source-filter decoder or a
-        harmonic part): the classes it draws are then an excitation, not the signal."""
-        return self.decoder.prediction_embedding is not None
+        """Whether generation synthesises the signal around the WaveNet's draws (a synthesis part: the LPC split,
+        the harmonic part): the classes it draws are then an excitation, not the signal."""
+        return bool(self.decoder.synthesis_parts)
 
     @property
     def source_filter(self) -> bool:
@@ -168,14 +166,6 @@ class VQVAE(nn.Module):
         classes, which depend on the codes (:attr:`VQVAEOutput.targets`).
         """
         return mu_law_encode(preemphasis(audio, self.config.preemphasis), self.decoder.quantization_channels)
-
-    def envelope(self, quantized: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
-        """The envelope network's raw output for Tensor[B x D x T'] code vectors: u = atanh k, Tensor[B x T' x M]."""
-        return self.decoder.envelope(quantized, self.decoder.speaker_embedding(speaker))
-
-    def prediction_coefficients(self, quantized: torch.Tensor, speaker: torch.Tensor, length: int) -> torch.Tensor:
-        """Per-sample LPC prediction coefficients from the codes and speakers: DoubleTensor[B x length x M]."""
-        return sample_coefficients(self.envelope(quantized, speaker), self.hop_length, length)
 
     def waveform(self, classes: torch.Tensor, signal: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generated classes LongTensor[B x T] (or, for a source-filter decoder, its synthesised ``signal``)
@@ -228,26 +218,22 @@ class VQVAE(nn.Module):
         if self.training:
             code_vectors = time_jitter(code_vectors, self.config.time_jitter)
         inputs = self.targets(audio)
-        targets, prediction, harmonic = inputs, None, None
+        targets, prediction = inputs, None
         losses = {"reconstruction": None, "quantizer": quantizer_loss}
-        weights = {"envelope": self.config.decoder.lpc_weight, "harmonic": self.config.decoder.harmonic_weight}
+        predictions, weights = {}, {}
         if self.synthesises:
-            # The WaveNet models what the deterministic parts leave: the residual of the harmonic part h and of
-            # the LPC prediction on it (each detached: trained by its own loss), with their sum as an input.
+            # The WaveNet models what the synthesis parts leave: each part predicts from the residual of the
+            # parts before it (detached: each is trained by its own loss), and the sum of their predictions is
+            # the WaveNet's prediction input. Each part gets its own lookup of the speaker vectors.
             signal = preemphasis(audio, self.config.preemphasis)
             residual = signal.double()
-            if self.decoder.harmonic is not None:
-                harmonic = self.harmonic_part(code_vectors, speaker, pitch, audio.shape[1])
-                losses["harmonic"] = harmonic_loss(harmonic.float(), signal, pitch[:, 2])
-                residual = residual - harmonic.detach().double()
             predicted = torch.zeros_like(residual)
-            if self.source_filter:
-                raw = self.envelope(code_vectors, speaker)
-                losses["envelope"] = envelope_loss(raw.float(), residual.float(), self.hop_length,
-                                                   self.config.sample_rate)
-                predicted = predict(residual, sample_coefficients(raw, self.hop_length, audio.shape[1]))
-            if harmonic is not None:
-                predicted = predicted + harmonic.detach().double()
+            for part in self.decoder.synthesis_parts:
+                split = part.split(self.part_inputs(code_vectors, speaker, pitch, audio.shape[1]), signal, residual)
+                residual = residual - split.prediction
+                predicted = predicted + split.prediction
+                losses[part.loss_name], weights[part.loss_name] = split.loss, part.loss_weight
+                predictions[part.loss_name] = split.prediction
             predicted = predicted.clamp(-1.0, 1.0)
             quantization = self.decoder.quantization_channels
             targets = mu_law_encode(signal.double() - predicted, quantization)
@@ -257,12 +243,11 @@ class VQVAE(nn.Module):
         reconstruction = F.cross_entropy(logits.float(), targets)
         losses["reconstruction"] = reconstruction
         loss = reconstruction + quantizer_loss
-        for name, weight in weights.items():
-            if name in losses:
-                loss = loss + weight * losses[name]
+        for name in sorted(weights):  # the parts' weighted losses, in name order
+            loss = loss + weights[name] * losses[name]
         return VQVAEOutput(logits=logits, codes=codes, loss=loss, reconstruction=reconstruction,
                            quantizer=quantizer_loss, perplexity=perplexity, codes_used=codes_used,
-                           targets=targets, losses=losses, harmonic=harmonic)
+                           targets=targets, losses=losses, predictions=predictions)
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -306,12 +291,16 @@ class VQVAE(nn.Module):
 
     def _synthesis(self, vectors: torch.Tensor, speaker: torch.Tensor, pitch: Optional[torch.Tensor],
                    length: int) -> Optional[torch.Tensor]:
-        """:func:`audio_vqvae.lpc.synthesis_rows` of Tensor[B x D x T'] code vectors (None without a synthesis)."""
+        """:func:`audio_vqvae.lpc.synthesis_rows` of Tensor[B x D x T'] code vectors (None without a synthesis):
+        what the synthesis parts precompute for generation, the harmonic part's ``h`` and the LPC split's
+        coefficients."""
         if not self.synthesises:
             return None
-        harmonic = self.harmonic_part(vectors, speaker, pitch, length) if self.decoder.harmonic is not None else None
-        coefficients = self.prediction_coefficients(vectors, speaker, length) if self.source_filter else None
-        return synthesis_rows(harmonic, coefficients)
+        harmonic, envelope = self.decoder.harmonic, self.decoder.envelope
+        offset = None if harmonic is None else harmonic.signal(self.part_inputs(vectors, speaker, pitch, length))
+        coefficients = (None if envelope is None
+                        else envelope.coefficients(self.part_inputs(vectors, speaker, pitch, length)))
+        return synthesis_rows(offset, coefficients)
 
     @torch.no_grad()
     def deterministic(self, codes: torch.Tensor, speaker: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
@@ -324,8 +313,8 @@ class VQVAE(nn.Module):
         if self.decoder.harmonic is None:
             raise ValueError("this model has no harmonic part (decoder.harmonics = 0): its output is all WaveNet")
         full = codes.shape[1] * self.hop_length
-        harmonic = self.harmonic_part(self.quantizer.lookup(codes), speaker, pitch[:, :, :full], full)
-        return self.waveform(None, harmonic.clamp(-1.0, 1.0))
+        inputs = self.part_inputs(self.quantizer.lookup(codes), speaker, pitch[:, :, :full], full)
+        return self.waveform(None, self.decoder.harmonic.signal(inputs).clamp(-1.0, 1.0))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,

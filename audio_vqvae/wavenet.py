@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from audio_vqvae.config import WaveNetConfig
-from audio_vqvae.harmonic import HarmonicPredictor
-from audio_vqvae.lpc import EnvelopePredictor
+from audio_vqvae.excitation import SourceExcitation
+from audio_vqvae.harmonic import HarmonicPart
+from audio_vqvae.lpc import SourceFilter
+from audio_vqvae.parts import DecoderPart
 
 
 class ConditioningUpsampler(nn.Module):
@@ -156,22 +158,34 @@ class WaveNet(nn.Module):
         self.output = nn.Sequential(
             nn.ReLU(), nn.Conv1d(config.skip_channels, config.skip_channels, kernel_size=1),
             nn.ReLU(), nn.Conv1d(config.skip_channels, config.quantization_channels, kernel_size=1))
-        # Source excitation (audio_vqvae.pitch.excitation) -> the conditioning's channels, added to the
-        # upsampled codes: every layer's conditioning projection sees it at no extra per-layer cost.
-        # Made last, and only when on, so the paper's model is initialised exactly as before.
-        self.excitation = (nn.Conv1d(config.excitation_channels, config.conditioning_channels, kernel_size=1,
-                                     bias=False) if config.excitation_harmonics else None)
-        # Source-filter split (audio_vqvae.lpc): the envelope network, and the embedding of the filter's
-        # prediction p[t] (μ-law classes), added to the embedded previous sample. Made last, only when on.
-        self.envelope = (EnvelopePredictor(code_dim, config.speaker_dim, config.lpc_order)
+        # The optional parts (audio_vqvae.parts), each made only when on and after everything above, so the
+        # paper's model is initialised exactly as before; their creation order is part of the initialisation.
+        # Source excitation: the f0's harmonics added to the upsampled codes (audio_vqvae.excitation).
+        self.excitation = (SourceExcitation(config.excitation_harmonics, config.conditioning_channels)
+                           if config.excitation_harmonics else None)
+        # Source-filter split (audio_vqvae.lpc): the envelope network; the WaveNet models its excitation.
+        self.envelope = (SourceFilter(code_dim, config.speaker_dim, config.lpc_order, loss_weight=config.lpc_weight)
                          if config.lpc_order else None)
-        # The harmonic part (audio_vqvae.harmonic) shares that input: the class of h[t] (+ the LPC prediction).
+        # What the synthesis parts predict, p[t] (μ-law classes), is embedded and added to the embedded
+        # previous sample.
         self.prediction_embedding = None
         if config.lpc_order or config.harmonics:
             self.prediction_embedding = nn.Embedding(config.quantization_channels, config.residual_channels)
             ordinal_embedding_(self.prediction_embedding.weight)
-        self.harmonic = (HarmonicPredictor(code_dim, config.speaker_dim, config.harmonics)
-                         if config.harmonics else None)
+        # The harmonic part (audio_vqvae.harmonic): h from the codes, the speaker and f0.
+        self.harmonic = (HarmonicPart(code_dim, config.speaker_dim, config.harmonics,
+                                      loss_weight=config.harmonic_weight) if config.harmonics else None)
+
+    @property
+    def parts(self) -> list[DecoderPart]:
+        """The decoder's optional parts that are on: conditioning parts first, then :attr:`synthesis_parts`."""
+        return [part for part in (self.excitation, *self.synthesis_parts) if part is not None]
+
+    @property
+    def synthesis_parts(self) -> list[DecoderPart]:
+        """The synthesis parts in the order they explain the signal: the harmonic part ``h`` first, then the LPC
+        split on what it leaves (``s − h``)."""
+        return [part for part in (self.harmonic, self.envelope) if part is not None]
 
     @property
     def receptive_field(self) -> int:

@@ -15,9 +15,12 @@ from test_lpc import VARIANTS, lpc_model, pitch_rows
 
 from audio_vqvae.checkpoint import load_model
 from audio_vqvae.config import ConfigError, ModelConfig, WaveNetConfig
+from audio_vqvae.excitation import SourceExcitation
 from audio_vqvae.generation.engine import generate
-from audio_vqvae.harmonic import frame_pitch, harmonic_loss, synthesize
+from audio_vqvae.harmonic import HarmonicPart, frame_pitch, harmonic_loss, synthesize
+from audio_vqvae.lpc import SourceFilter, predict
 from audio_vqvae.model import VQVAE
+from audio_vqvae.mulaw import mu_law_encode
 from audio_vqvae.pitch import generation_pitch, sample_pitch
 
 RATE = 8000
@@ -105,6 +108,19 @@ def test_config_and_the_paper_model_have_no_harmonic_part():
     assert not any(name.startswith("decoder.harmonic") for name in model.state_dict())
 
 
+def test_the_decoder_parts_are_listed_in_order_and_say_what_they_read():
+    both = lpc_model(order=6, harmonics=3, harmonic_part=5)
+    assert [type(part) for part in both.decoder.parts] == [SourceExcitation, HarmonicPart, SourceFilter]
+    assert [part.loss_name for part in both.decoder.synthesis_parts] == ["harmonic", "envelope"]
+    assert both.needs_pitch and both.synthesises
+    lpc_only = lpc_model(order=6)  # the LPC split reads no f0
+    assert [type(part) for part in lpc_only.decoder.parts] == [SourceFilter] and not lpc_only.needs_pitch
+    paper = ModelConfig.preset("paper")
+    paper.num_speakers = 2
+    plain = VQVAE(paper)
+    assert plain.decoder.parts == [] and not plain.needs_pitch and not plain.synthesises
+
+
 def test_training_pass_models_the_residual_and_returns_named_losses():
     model = lpc_model(**VARIANTS["harmonic+lpc"]).train()
     audio = 0.05 * torch.sin(torch.arange(2 * 480).view(2, 480) * 2 * np.pi * 150 / RATE)
@@ -114,12 +130,20 @@ def test_training_pass_models_the_residual_and_returns_named_losses():
     weights = model.config.decoder
     assert torch.isclose(out.loss, out.reconstruction + out.quantizer + weights.lpc_weight * out.losses["envelope"]
                          + weights.harmonic_weight * out.losses["harmonic"])
-    assert out.harmonic.shape == (2, 480) and out.harmonic.abs().max() > 0
+    assert out.predictions["harmonic"].shape == (2, 480) and out.predictions["harmonic"].abs().max() > 0
     out.loss.backward()
     assert model.decoder.harmonic.output.weight.grad.abs().sum() > 0
     assert sum(float(p.grad.abs().sum()) for p in model.encoder.parameters() if p.grad is not None) > 0
     with pytest.raises(ValueError, match="pitch rows"):
         model(audio, torch.tensor([0, 2]))
+    # The synthesis parts in order: h from the signal, then the LPC prediction from what h leaves, s − h; the
+    # WaveNet's targets are the classes of what both leave.
+    out = model.eval()(audio, torch.tensor([0, 2]), codes=out.codes, pitch=pitch)
+    harmonic, prediction = out.predictions["harmonic"], out.predictions["envelope"]
+    inputs = model.part_inputs(model.quantizer.lookup(out.codes), torch.tensor([0, 2]), pitch, 480)
+    assert torch.equal(harmonic, model.decoder.harmonic.signal(inputs).double())
+    assert torch.equal(prediction, predict(audio.double() - harmonic, model.decoder.envelope.coefficients(inputs)))
+    assert torch.equal(out.targets, mu_law_encode(audio.double() - (prediction + harmonic).clamp(-1, 1), 256))
 
 
 def test_generation_in_chunks_keeps_the_phase_and_the_deterministic_part_is_h():
