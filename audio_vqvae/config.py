@@ -21,7 +21,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, ClassVar, Literal, Optional, Sequence, Tuple, TypeVar, Union
 
 import yaml
 
@@ -48,7 +48,7 @@ class _Config:
     def from_yaml(cls: type[T], path: Union[str, Path]) -> T:
         """Read a YAML file; a top-level ``base: other.yaml`` (relative to the file) names a file whose
         values this one overlays key by key, so that a config holds only its differences from another."""
-        return _from_plain(cls, read_yaml(Path(path)), str(path))
+        return _from_plain(cls, read_yaml(Path(path), config=cls), str(path))
 
     def to_yaml(self, path: Union[str, Path]) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -248,17 +248,26 @@ class ModelConfig(_Config):
 
 @dataclass
 class DataConfig(_Config):
-    """Which corpus to read and how to cut it into training examples.
+    """Which corpus to read, how to prepare it and how to cut it into training examples.
 
-    ``corpus`` names an entry of the corpus registry, :data:`audio_vqvae.data.corpora.CORPORA`.
+    ``corpus`` names an entry of the corpus registry, :data:`audio_vqvae.data.corpora.CORPORA`. The preparation
+    settings carry the names of :func:`~audio_vqvae.data.prepare.prepare_corpus`'s arguments and of the
+    ``audio-vqvae prepare`` flags (``trim_silence_db``, ``--trim-silence-db``).
     """
+
+    # Keys of older configs (and of the experiment configs stored in older checkpoints) -> the keys that now hold
+    # their value: ``num_workers`` meant both the loader's workers and prepare's decoding processes.
+    RENAMED_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"num_workers": ("loader_workers", "prepare_workers")}
 
     corpus: str = "vctk"
     data_root: Optional[str] = None
     cache_dir: Optional[str] = None
     segment_length: int = 16384
     batch_size: int = 16
-    num_workers: int = 2
+    # DataLoader worker processes cutting training segments (0: in the training process).
+    loader_workers: int = 2
+    # Processes decoding the corpus when prepare (or a training start) builds the cache (0 or 1: in this process).
+    prepare_workers: int = 2
     trim_silence_db: Optional[float] = 40.0
     # Speech RMS in dBFS that prepare scales every utterance to (null: kept as recorded); generation scales a
     # user's recording the same way before encoding it (audio_vqvae.data.audio.model_input).
@@ -282,7 +291,8 @@ class DataConfig(_Config):
             raise ConfigError(f"data.corpus must be one of {', '.join(map(repr, CORPORA))}, got {self.corpus!r}")
         for name in ("segment_length", "batch_size", "crop_candidates"):
             _require_positive(self, name, "data")
-        _require_range(self, "num_workers", "data", minimum=0)
+        _require_range(self, "loader_workers", "data", minimum=0)
+        _require_range(self, "prepare_workers", "data", minimum=0)
         _require_range(self, "valid_utterances_per_speaker", "data", minimum=0)
         if self.trim_silence_db is not None:
             _require_range(self, "trim_silence_db", "data", above=0.0, maximum=120.0, extra="or null (no trimming)")
@@ -389,6 +399,7 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
     if cls is ModelConfig and "preset" in data:
         data = _with_preset(data, where)
+    data = _renamed(cls, data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -397,6 +408,23 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
                           f"known: {', '.join(sorted(names))}")
     kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
     return cls(**kwargs)
+
+
+def _renamed(cls: type, data: dict) -> dict:
+    """``data`` with the keys that ``cls`` and the config classes nested in it have renamed (their
+    ``RENAMED_KEYS``) under their new names; a new key given as well wins."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    current = {key: value for key, value in data.items() if key not in renamed}
+    for old, new_keys in renamed.items():
+        if old in data:
+            for key in new_keys:
+                current.setdefault(key, data[old])
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        for field_ in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[field_.name]) and isinstance(current.get(field_.name), dict):
+                current[field_.name] = _renamed(hints[field_.name], current[field_.name])
+    return current
 
 
 def _with_preset(data: dict, where: str) -> dict:
@@ -411,8 +439,13 @@ def _with_preset(data: dict, where: str) -> dict:
     return _overlay(resolved, {key: value for key, value in data.items() if key != "preset"})
 
 
-def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """A config file's mapping, with its ``base:`` chain resolved (each file overlays the one it names)."""
+def read_yaml(path: Path, _seen: tuple[Path, ...] = (), *, config: Optional[type] = None) -> dict:
+    """A config file's mapping, with its ``base:`` chain resolved (each file overlays the one it names).
+
+    Args:
+        config: the config class the file describes: each file's renamed keys (``RENAMED_KEYS``) then take their
+            new names before it is overlaid, so that a file's old key overrides its base's new one.
+    """
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -421,6 +454,8 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    if config is not None:
+        data = _renamed(config, data)
     if "base" not in data:
         return data
     base = data.pop("base")
@@ -429,7 +464,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     resolved = (path.parent / base).resolve()
     if resolved in _seen or resolved == path.resolve():
         raise ConfigError(f"{path}.base: {base} includes itself")
-    return _overlay(read_yaml(resolved, _seen + (path.resolve(),)), data)
+    return _overlay(read_yaml(resolved, _seen + (path.resolve(),), config=config), data)
 
 
 def _overlay(base: dict, changes: dict) -> dict:
@@ -507,15 +542,16 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
                 raise ConfigError(f"override {item!r}: no config section {part!r}")
             target = getattr(target, part)
         name = parts[-1]
-        if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+        names = getattr(target, "RENAMED_KEYS", {}).get(name, (name,))
+        if not dataclasses.is_dataclass(target) or not set(names) <= {f.name for f in dataclasses.fields(target)}:
             known = ", ".join(f.name for f in dataclasses.fields(target)) if dataclasses.is_dataclass(target) else ""
             raise ConfigError(f"override {item!r}: unknown key {name!r}" + (f"; known: {known}" if known else ""))
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        hint = typing.get_type_hints(type(target))[name]
         if value is None and raw.strip() not in ("null", "~", "none", "None"):
             value = raw
-        setattr(target, name, _coerce(hint, value, key))
+        for name in names:  # a renamed key sets the keys that now hold its value
+            setattr(target, name, _coerce(typing.get_type_hints(type(target))[name], value, key))
     return result

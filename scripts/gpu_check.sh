@@ -160,7 +160,7 @@ from audio_vqvae.config import ExperimentConfig
 from audio_vqvae.data import ensure_prepared
 
 config = ExperimentConfig.from_yaml("recipes/vctk/conf/demo.yaml")
-config.data.num_workers = 8
+config.data.prepare_workers = 8
 corpus = ensure_prepared(config.data, config.model.sample_rate, progress=False)
 print(f"demo corpus: {corpus.cache_dir}")
 EOF
@@ -192,7 +192,7 @@ tests_pid=$!
 rm -rf "$run_dir"
 if "$py" -c "import sys; sys.exit(0 if float('$minutes') >= min(1.0, float('$demo_minutes')) > 0 else 1)"; then
     step demo-training $(( ${minutes%.*} * 60 + 150 )) "$py" recipes/vctk/train.py --demo --out "$run_dir" \
-        --no-progress data.batch_size="$demo_batch" data.num_workers=0 train.learning_rate="$demo_lr" \
+        --no-progress data.batch_size="$demo_batch" data.loader_workers=0 train.learning_rate="$demo_lr" \
         train.warmup_steps=200 train.max_steps="$max_steps" train.max_minutes="$minutes" train.log_every=100 \
         train.valid_every=500 train.checkpoint_every=1000 train.keep_checkpoints=1 train.audio_clips=0
     # The run's small files and the model in float32 (7 MB) come back; its full checkpoints stay here.

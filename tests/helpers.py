@@ -304,7 +304,8 @@ def tiny_overrides(corpus_root: Path, cache_dir: Path, **train) -> list[str]:
                     learning_rate=1e-3)
     settings.update(train)
     return [*TINY_MODEL, "data.corpus=folders", f"data.data_root={corpus_root}", f"data.cache_dir={cache_dir}",
-            "data.segment_length=512", "data.batch_size=2", "data.num_workers=0", "data.valid_utterances_per_speaker=1",
+            "data.segment_length=512", "data.batch_size=2", "data.loader_workers=0", "data.prepare_workers=0",
+            "data.valid_utterances_per_speaker=1",
             *(f"train.{key}={value}" for key, value in settings.items())]
 
 

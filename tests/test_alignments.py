@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from audio_vqvae.data import prepare as prepare_module
 from audio_vqvae.data import prepare_corpus
+from audio_vqvae.data import workers as workers_module
 from audio_vqvae.data.alignments import (
     PhoneSegment,
     espeak_segments,
@@ -92,7 +92,7 @@ def _aligned_voices(tmp_path):
 
 def test_an_alignment_lands_on_the_right_audio_after_trimming_and_resampling(tmp_path):
     root = _aligned_voices(tmp_path)
-    prepared = prepare_corpus("folders", root, tmp_path / "cache", sample_rate=8000, num_workers=0, progress=False,
+    prepared = prepare_corpus("folders", root, tmp_path / "cache", sample_rate=8000, prepare_workers=0, progress=False,
                               valid_utterances_per_speaker=0, alignments=tmp_path / "mfa")
     index = next(i for i, u in enumerate(prepared.utterances) if u["speaker"] == "alice")
     record = prepared.utterances[index]
@@ -118,7 +118,7 @@ def test_an_alignment_lands_on_the_right_audio_after_trimming_and_resampling(tmp
 
 def test_vctk_textgrids_with_bad_entries_each_get_one_line(tmp_path):
     tree = vctk_092(tmp_path / "vctk")
-    prepared_plain = prepare_corpus("vctk", tree.root, tmp_path / "cache", num_workers=0, progress=False,
+    prepared_plain = prepare_corpus("vctk", tree.root, tmp_path / "cache", prepare_workers=0, progress=False,
                                     valid_utterances_per_speaker=1)
     assert not prepared_plain.has_alignments
     first = prepared_plain.utterances[0]
@@ -136,7 +136,7 @@ def test_vctk_textgrids_with_bad_entries_each_get_one_line(tmp_path):
     (mfa / "p999" / "p999_001.TextGrid").write_text(mfa_textgrid([(0, 0.5, "S")], 0.5))
     (mfa / "p999" / "broken.TextGrid").write_text("not a textgrid\n")
     (mfa / "p999" / "words_only.TextGrid").write_text(mfa_textgrid([(0, 0.5, "S")], 0.5, tier="words2"))
-    prepared = prepare_corpus("vctk", tree.root, tmp_path / "cache", num_workers=0, progress=False,
+    prepared = prepare_corpus("vctk", tree.root, tmp_path / "cache", prepare_workers=0, progress=False,
                               valid_utterances_per_speaker=1, alignments=mfa)
     problems = json.loads((prepared.cache_dir / "phones.json").read_text())["problems"]
     by_path = {p["path"]: p["problem"] for p in problems}
@@ -156,7 +156,7 @@ def test_vctk_textgrids_with_bad_entries_each_get_one_line(tmp_path):
 def test_item_files_for_librispeech_and_reuse_without_decoding(tmp_path, monkeypatch):
     tree = librispeech(tmp_path / "libri")
     out = tmp_path / "cache"
-    prepared = prepare_corpus("librispeech", tree.root, out, num_workers=0, progress=False,
+    prepared = prepare_corpus("librispeech", tree.root, out, prepare_workers=0, progress=False,
                               train_subsets=("train-clean-100",))
     names = [u["name"] for u in prepared.utterances]
     item = tmp_path / "abx" / "dev.item"
@@ -170,9 +170,9 @@ def test_item_files_for_librispeech_and_reuse_without_decoding(tmp_path, monkeyp
         f"{names[1]} 0.30 S sil T spk",        # a column short
     ]) + "\n")
     calls = []
-    original = prepare_module.process_file
-    monkeypatch.setattr(prepare_module, "process_file", lambda path, **kw: calls.append(path) or original(path, **kw))
-    aligned = prepare_corpus("librispeech", tree.root, out, num_workers=0, progress=False,
+    original = workers_module.process_file
+    monkeypatch.setattr(workers_module, "process_file", lambda path, **kw: calls.append(path) or original(path, **kw))
+    aligned = prepare_corpus("librispeech", tree.root, out, prepare_workers=0, progress=False,
                              train_subsets=("train-clean-100",), alignments=item.parent)
     assert not calls  # only the alignment step ran
     assert aligned.is_aligned(0) and aligned.is_aligned(1) and aligned.phones == ["AH", "T", "S"]
@@ -182,14 +182,14 @@ def test_item_files_for_librispeech_and_reuse_without_decoding(tmp_path, monkeyp
     assert aligned.phone_segments(0)[0].tolist() == [round(0.10 * RATE) - record["trim_start"],
                                                      round(0.20 * RATE) - record["trim_start"], 0]
     # Run again without --alignments: the cache keeps the alignments it has
-    again = prepare_corpus("librispeech", tree.root, out, num_workers=0, progress=False,
+    again = prepare_corpus("librispeech", tree.root, out, prepare_workers=0, progress=False,
                            train_subsets=("train-clean-100",))
     assert again.has_alignments and not calls
 
 
 def test_a_cache_without_a_matching_phone_index_is_refused(tmp_path):
     root = _aligned_voices(tmp_path)
-    prepared = prepare_corpus("folders", root, tmp_path / "cache", num_workers=0, progress=False,
+    prepared = prepare_corpus("folders", root, tmp_path / "cache", prepare_workers=0, progress=False,
                               alignments=tmp_path / "mfa")
     path = prepared.cache_dir / "phones.json"
     text = path.read_text()

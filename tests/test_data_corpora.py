@@ -22,7 +22,7 @@ EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
 def _prepare(tree, tmp_path, corpus, **kwargs):
-    kwargs.setdefault("num_workers", 0)
+    kwargs.setdefault("prepare_workers", 0)
     return prepare_corpus(corpus, tree.root, tmp_path / "cache", progress=False, **kwargs)
 
 

@@ -20,7 +20,7 @@ def corpus(tmp_path_factory):
             helpers.write(root / "corpus" / f"s{s}" / f"u{k}.wav",
                              helpers.speech_like(seconds, 16000, seed=10 * s + k), 16000)
     return prepare_corpus("folders", root / "corpus", root / "cache", trim_silence_db=None,
-                          valid_utterances_per_speaker=0, num_workers=0, progress=False)
+                          valid_utterances_per_speaker=0, prepare_workers=0, progress=False)
 
 
 def test_segment_length_must_be_multiple_of_hop(corpus):
@@ -120,7 +120,7 @@ def half_voiced(tmp_path_factory):
             helpers.write(root / "corpus" / f"s{s}" / f"u{k}.wav",
                           np.concatenate([noise, helpers.speech_like(0.75, rate, seed=s + k)]), rate)
     return prepare_corpus("folders", root / "corpus", root / "cache", trim_silence_db=None,
-                          valid_utterances_per_speaker=1, num_workers=0, progress=False)
+                          valid_utterances_per_speaker=1, prepare_workers=0, progress=False)
 
 
 def test_voiced_crops_keep_the_most_voiced_of_their_candidates(half_voiced):
@@ -157,7 +157,8 @@ def test_validation_crops_stay_uniform_when_training_crops_are_voiced(half_voice
     from audio_vqvae.training.distributed import DistributedContext
 
     config = apply_overrides(ExperimentConfig(), ["data.crop_candidates=4", "data.segment_length=4096",
-                                                  "data.batch_size=1", "data.num_workers=0"])
+                                                  "data.batch_size=1", "data.loader_workers=0",
+                                                  "data.prepare_workers=0"])
     loaders = make_loaders(half_voiced, config, DistributedContext(), hop_length=64, pitch=False, log=print)
     assert loaders.train.dataset.candidates == 4 and loaders.valid.dataset.candidates == 1
     with pytest.raises(Exception, match="crop_candidates"):

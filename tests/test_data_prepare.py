@@ -13,7 +13,7 @@ from audio_vqvae.config import DataConfig
 from audio_vqvae.data import PreparedCorpus, default_data_dir, ensure_prepared, prepare_corpus
 from audio_vqvae.data import audio as audio_module
 from audio_vqvae.data import demo as demo_module
-from audio_vqvae.data import prepare as prepare_module
+from audio_vqvae.data import workers as workers_module
 from audio_vqvae.errors import InputError
 
 import helpers
@@ -25,19 +25,19 @@ def folders_tree(tmp_path):
 
 
 def _prepare(tree, out, **kwargs):
-    kwargs.setdefault("num_workers", 0)
+    kwargs.setdefault("prepare_workers", 0)
     return prepare_corpus("folders", tree.root, out, progress=False, **kwargs)
 
 
 def _count_decodes(monkeypatch):
     calls = []
-    original = prepare_module.process_file
+    original = workers_module.process_file
 
     def counting(path, **kwargs):
         calls.append(path)
         return original(path, **kwargs)
 
-    monkeypatch.setattr(prepare_module, "process_file", counting)
+    monkeypatch.setattr(workers_module, "process_file", counting)
     return calls
 
 
@@ -76,8 +76,8 @@ def test_new_source_file_invalidates(tmp_path, folders_tree):
 
 def test_resume_after_interruption(tmp_path, folders_tree, monkeypatch):
     out = tmp_path / "cache"
-    monkeypatch.setattr(prepare_module, "CHUNK_FILES", 2)
-    original = prepare_module.process_file
+    monkeypatch.setattr(workers_module, "CHUNK_FILES", 2)
+    original = workers_module.process_file
     calls = []
 
     def failing(path, **kwargs):
@@ -86,7 +86,7 @@ def test_resume_after_interruption(tmp_path, folders_tree, monkeypatch):
             raise KeyboardInterrupt
         return original(path, **kwargs)
 
-    monkeypatch.setattr(prepare_module, "process_file", failing)
+    monkeypatch.setattr(workers_module, "process_file", failing)
     with pytest.raises(KeyboardInterrupt):
         _prepare(folders_tree, out)
     assert not (out / "manifest.json").exists()
@@ -95,7 +95,7 @@ def test_resume_after_interruption(tmp_path, folders_tree, monkeypatch):
     assert len(list((out / ".work").glob("*.npz"))) == 2
 
     calls.clear()
-    monkeypatch.setattr(prepare_module, "process_file", original)
+    monkeypatch.setattr(workers_module, "process_file", original)
     calls = _count_decodes(monkeypatch)
     resumed = _prepare(folders_tree, out)
     assert len(calls) == 7 - 4  # the two finished chunks are not decoded again
@@ -106,7 +106,7 @@ def test_resume_after_interruption(tmp_path, folders_tree, monkeypatch):
 
 def test_parallel_workers_match_in_process(tmp_path, folders_tree):
     inline = _prepare(folders_tree, tmp_path / "inline")
-    parallel = _prepare(folders_tree, tmp_path / "parallel", num_workers=2)
+    parallel = _prepare(folders_tree, tmp_path / "parallel", prepare_workers=2)
     assert parallel.utterances == inline.utterances
     assert np.array_equal(np.asarray(parallel.audio), np.asarray(inline.audio))
 
@@ -159,7 +159,7 @@ def test_ensure_prepared_demo_default_locations(monkeypatch, tmp_path):
     monkeypatch.setenv("AUDIO_VQVAE_DATA", str(tmp_path))
     monkeypatch.setattr(demo_module, "make_demo_corpus",
                         functools.partial(demo_module.make_demo_corpus, shared_sentences=2, own_sentences=1))
-    data = DataConfig(corpus="demo", num_workers=0, valid_utterances_per_speaker=1)
+    data = DataConfig(corpus="demo", loader_workers=0, prepare_workers=0, valid_utterances_per_speaker=1)
     prepared = ensure_prepared(data, 16000, progress=False)
     assert prepared.cache_dir.parent == tmp_path / "cache" and prepared.cache_dir.name.startswith("demo-")
     assert (tmp_path / "demo" / "VCTK-Corpus-0.92" / "demo.json").exists()

@@ -171,8 +171,9 @@ NUMERIC_OPTIONS = [  # every numeric option of every sub-command, with a value o
                             ("--pitch-shift", "49"))],
     ("bench", "--seconds", "0"), ("bench", "--reference-seconds", "inf"), ("bench", "--threads", "0"),
     ("bench", "--repeats", "0"), ("bench", "--batches", "1,0"),
-    ("prepare", "--sample-rate", "16"), ("prepare", "--trim-db", "nan"), ("prepare", "--level-db", "3"),
-    ("prepare", "--valid-utterances", "-1"), ("prepare", "--workers", "-2"), ("demo-corpus", "--workers", "x"),
+    ("prepare", "--sample-rate", "16"), ("prepare", "--trim-silence-db", "nan"), ("prepare", "--level-db", "3"),
+    ("prepare", "--valid-utterances-per-speaker", "-1"), ("prepare", "--prepare-workers", "-2"),
+    ("demo-corpus", "--workers", "x"),
     ("evaluate", "--utterances", "0"), ("evaluate", "--conversions", "-1"), ("evaluate", "--seconds", "-inf"),
     ("evaluate", "--temperature", "-0.5"), ("evaluate", "--seed", "1e3"), ("evaluate", "--classifier-utterances", "0"),
 ]

@@ -233,8 +233,8 @@ def tiny(tmp_path_factory):
     """A parallel corpus of 4 speakers x 5 sentences (1 held out each) and a tiny model that knows 3 of them."""
     tmp = tmp_path_factory.mktemp("evaluation")
     root = parallel_vctk(tmp / "corpus", CORPUS_SPEAKERS, 5)
-    data = DataConfig(corpus="vctk", data_root=str(root), cache_dir=str(tmp / "cache"), num_workers=0,
-                      valid_utterances_per_speaker=1)
+    data = DataConfig(corpus="vctk", data_root=str(root), cache_dir=str(tmp / "cache"), loader_workers=0,
+                      prepare_workers=0, valid_utterances_per_speaker=1)
     config = tiny_model_config()
     torch.manual_seed(0)
     model = VQVAE(config, speakers=[{"id": i, "name": name} for i, name in enumerate(MODEL_SPEAKERS)])
@@ -385,7 +385,7 @@ def test_no_parallel_pairs_is_reported_as_absent_not_as_zeros(tiny, tmp_path):
         for n in range(3):
             write(tmp_path / "folders" / speaker / f"{n}.wav", speech_like(0.6, 16000, seed=10 * k + n), 16000)
     cache = tmp_path / "folders-cache"
-    prepare_corpus("folders", tmp_path / "folders", cache, sample_rate=RATE, num_workers=0, progress=False)
+    prepare_corpus("folders", tmp_path / "folders", cache, sample_rate=RATE, prepare_workers=0, progress=False)
     assert evaluate_command(tiny["bare"], out, "--cache", cache) == 0
     report = json.loads(out.read_text())
     assert report["parallel"] == {"available": False, "reason": "the corpus has no transcripts"}
@@ -417,11 +417,11 @@ def test_bad_inputs_are_one_line_and_leave_no_report(tiny, tmp_path, capsys):
 
     no_heldout = tmp_path / "no-heldout"
     prepare_corpus("vctk", tiny["root"], no_heldout, sample_rate=RATE, valid_utterances_per_speaker=0,
-                   num_workers=0, progress=False)
+                   prepare_workers=0, progress=False)
     assert "no held-out utterances" in fails(tiny["checkpoint"], out, "--cache", no_heldout)
 
     other_rate = tmp_path / "other-rate"
-    prepare_corpus("vctk", tiny["root"], other_rate, sample_rate=16000, num_workers=0, progress=False)
+    prepare_corpus("vctk", tiny["root"], other_rate, sample_rate=16000, prepare_workers=0, progress=False)
     assert "16000 Hz" in fails(tiny["checkpoint"], out, "--cache", other_rate)
 
 
@@ -438,8 +438,8 @@ def pitch_model_checkpoint(tiny, checkpoint, **decoder):
         setattr(config.decoder, name, value)
     torch.manual_seed(0)
     model = VQVAE(config, speakers=[{**table[name], "id": i} for i, name in enumerate(MODEL_SPEAKERS)])
-    data = DataConfig(corpus="vctk", data_root=str(tiny["root"]), cache_dir=str(tiny["cache"]), num_workers=0,
-                      valid_utterances_per_speaker=1)
+    data = DataConfig(corpus="vctk", data_root=str(tiny["root"]), cache_dir=str(tiny["cache"]),
+                      loader_workers=0, prepare_workers=0, valid_utterances_per_speaker=1)
     save_checkpoint(checkpoint, model, extra={"experiment": ExperimentConfig(model=config, data=data).to_dict()})
     return checkpoint
 

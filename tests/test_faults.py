@@ -156,7 +156,7 @@ def test_a_second_run_into_a_busy_run_directory_stops_naming_the_holder(corpus, 
 def test_prepare_on_a_full_disk_says_so_in_one_line_and_leaves_no_temporary_files(small_filesystem, corpus):
     place = small_filesystem("160k")
     result = cli("prepare", "--corpus", "folders", "--data-root", corpus[0], "--out", place / "cache",
-                 "--sample-rate", "8000", "--workers", "0", "--quiet")
+                 "--sample-rate", "8000", "--prepare-workers", "0", "--quiet")
     assert result.returncode == 2, result.stderr[-3000:]
     line = one_line(result.stderr)
     assert line.startswith(f"audio-vqvae prepare: error: disk full: cannot write {place / 'cache'}")
@@ -208,14 +208,14 @@ def test_convert_to_a_full_disk_says_how_much_it_needed(small_filesystem, checkp
 def cache(corpus, tmp_path):
     out = tmp_path / "cache"
     result = cli("prepare", "--corpus", "folders", "--data-root", corpus[0], "--out", out, "--sample-rate", "8000",
-                 "--workers", "0", "--quiet")
+                 "--prepare-workers", "0", "--quiet")
     assert result.returncode == 0, result.stderr
     return out
 
 
 def _prepare_again(cache: Path, corpus_root: Path) -> subprocess.CompletedProcess:
     result = cli("prepare", "--corpus", "folders", "--data-root", corpus_root, "--out", cache, "--sample-rate",
-                 "8000", "--workers", "0", "--quiet")
+                 "8000", "--prepare-workers", "0", "--quiet")
     assert result.returncode == 0, result.stderr
     return result
 
@@ -276,7 +276,7 @@ def test_a_killed_prepare_takes_its_workers_along_and_the_next_one_cleans_up(tmp
     out = tmp_path / "cache"
     command = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "audio_vqvae.commands.main"]
     argv = [*command, "prepare", "--corpus", "folders", "--data-root", str(corpus_root), "--out", str(out),
-            "--sample-rate", "8000", "--workers", "2", "--quiet"]
+            "--sample-rate", "8000", "--prepare-workers", "2", "--quiet"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
     wait_for(lambda: len(list((out / ".work").glob("*.npz"))) >= 1 if (out / ".work").exists() else False,
              process=process)

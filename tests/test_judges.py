@@ -48,7 +48,7 @@ def voices(tmp_path_factory):
     for name, formants in FORMANTS.items():
         for n in range(6):
             write(tmp / "corpus" / name / f"{n}.wav", voice(formants, 120.0 * (1 + 0.01 * (n - 3)), 1.5, n), RATE)
-    prepare_corpus("folders", tmp / "corpus", tmp / "cache", sample_rate=RATE, num_workers=0, progress=False,
+    prepare_corpus("folders", tmp / "corpus", tmp / "cache", sample_rate=RATE, prepare_workers=0, progress=False,
                    valid_utterances_per_speaker=1)
     return PreparedCorpus.open(tmp / "cache")
 

@@ -205,3 +205,27 @@ def test_a_config_file_overlays_the_file_it_names_as_base(tmp_path):
     (tmp_path / "missing.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
         ExperimentConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_a_config_or_checkpoint_with_the_former_num_workers_sets_both_kinds_of_workers(tmp_path):
+    """``data.num_workers`` meant the loader's workers and prepare's decoding processes; it now sets both, from a
+    checkpoint's stored config, a YAML file (over a base's new keys) and an override."""
+    from audio_vqvae.config import ConfigError, DataConfig, ExperimentConfig, apply_overrides
+
+    stored = ExperimentConfig().to_dict()
+    del stored["data"]["loader_workers"], stored["data"]["prepare_workers"]
+    stored["data"]["num_workers"] = 3  # as a checkpoint written before the split stores it
+    config = ExperimentConfig.from_dict(stored)
+    assert (config.data.loader_workers, config.data.prepare_workers) == (3, 3)
+    assert "num_workers" not in config.to_dict()["data"]
+    assert DataConfig.from_dict({"num_workers": 0, "prepare_workers": 5}).loader_workers == 0  # a new key wins
+    assert DataConfig.from_dict({"num_workers": 0, "prepare_workers": 5}).prepare_workers == 5
+
+    (tmp_path / "old.yaml").write_text(f"base: {REPO / 'recipes/vctk/conf/small.yaml'}\ndata: {{num_workers: 0}}\n")
+    config = ExperimentConfig.from_yaml(tmp_path / "old.yaml")  # the file's own old key beats its base's new ones
+    assert (config.data.loader_workers, config.data.prepare_workers, config.data.batch_size) == (0, 0, 8)
+
+    config = apply_overrides(ExperimentConfig(), ["data.num_workers=1"])
+    assert (config.data.loader_workers, config.data.prepare_workers) == (1, 1)
+    with pytest.raises(ConfigError, match="data.num_workers: expected an integer"):
+        apply_overrides(ExperimentConfig(), ["data.num_workers=x"])

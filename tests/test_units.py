@@ -126,7 +126,7 @@ def demo_cache(tmp_path_factory):
     """The real demo corpus (one shared sentence, one own each: 16 utterances), with eSpeak's alignments, at 8 kHz."""
     tmp = tmp_path_factory.mktemp("units")
     root = make_demo_corpus(tmp / "demo", shared_sentences=2, own_sentences=1, num_workers=2)
-    return prepare_corpus("vctk", root, tmp / "cache", sample_rate=8000, num_workers=0, progress=False,
+    return prepare_corpus("vctk", root, tmp / "cache", sample_rate=8000, prepare_workers=0, progress=False,
                           valid_utterances_per_speaker=1)
 
 
@@ -216,7 +216,7 @@ def test_validation_logs_phone_accuracy_when_the_corpus_has_alignments(tmp_path,
     lines += [f"spk{s}/utt{u} {a:.2f} {b:.2f} {p} sil sil spk{s}" for s in range(4) for u in range(4)
               for a, b, p in ((0.0, 0.2, "a"), (0.2, 0.4, "b"))]
     item.write_text("\n".join(lines) + "\n")
-    prepare_corpus("folders", root, cache, num_workers=0, progress=False, valid_utterances_per_speaker=1,
+    prepare_corpus("folders", root, cache, prepare_workers=0, progress=False, valid_utterances_per_speaker=1,
                    alignments=item)
     config = apply_overrides(ExperimentConfig.from_yaml(REPO / "recipes/vctk/conf/small.yaml"),
                              qualify_overrides(tiny_overrides(root, cache, max_steps=4, valid_every=4,

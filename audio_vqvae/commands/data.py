@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prepare", help="decode, resample, trim and cache a corpus for training",
         description="Decode a corpus once (mono, resampled, silence-trimmed, level-normalised) into a cache "
                     "that training memory-maps. Re-running with the same settings reuses the cache; "
-                    "bad files are skipped and listed in <out>/prepare.log.")
+                    "bad files are skipped and listed in <out>/prepare.log. The options are the training config's "
+                    "data settings of the same names (--trim-silence-db: data.trim_silence_db; --out: "
+                    "data.cache_dir; --sample-rate: model.sample_rate).")
     prepare.add_argument("--corpus", required=True, choices=tuple(CORPORA),
                          help="; ".join(f"{entry.name}: {entry.summary}" for entry in CORPORA.values()))
     prepare.add_argument("--data-root", type=Path, default=None,
@@ -41,23 +43,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--sample-rate", type=SAMPLE_RATE, default=16000,
                          help=f"model sample rate in Hz, {SAMPLE_RATE.range} (default 16000)")
     trim = prepare.add_mutually_exclusive_group()
-    trim.add_argument("--trim-db", type=TRIM_DB, default=40.0,
-                      help=f"trim leading/trailing audio this many dB below the loudest frame, {TRIM_DB.range} "
-                           "(default 40)")
+    _accept_former(trim, "--trim-db", trim.add_argument(
+        "--trim-silence-db", type=TRIM_DB, default=40.0,
+        help=f"trim leading/trailing audio this many dB below the loudest frame, {TRIM_DB.range} (default 40)"))
     trim.add_argument("--no-trim", action="store_true", help="keep leading and trailing silence")
     prepare.add_argument("--level-db", type=LEVEL_DB, default=-24.0,
                          help=f"speech RMS level in dBFS, {LEVEL_DB.range} (default -24)")
-    prepare.add_argument("--valid-utterances", type=COUNT, default=2,
-                         help=f"utterances per speaker held out for validation, {COUNT.range} (default 2)")
+    _accept_former(prepare, "--valid-utterances", prepare.add_argument(
+        "--valid-utterances-per-speaker", type=COUNT, default=2,
+        help=f"utterances per speaker held out for validation, {COUNT.range} (default 2)"))
     prepare.add_argument("--valid-speakers", default="", help="comma-separated speakers held out entirely")
-    prepare.add_argument("--subsets", default="train-clean-100",
-                         help="LibriSpeech training subsets, comma-separated (default train-clean-100)")
+    _accept_former(prepare, "--subsets", prepare.add_argument(
+        "--train-subsets", default="train-clean-100",
+        help="LibriSpeech training subsets, comma-separated (default train-clean-100)"))
     prepare.add_argument("--valid-subsets", default="",
                          help="LibriSpeech validation subsets, comma-separated (e.g. dev-clean); "
                               "replace the per-speaker hold-out")
     prepare.add_argument("--mic", choices=("mic1", "mic2"), default="mic1", help="VCTK 0.92 microphone (default mic1)")
-    prepare.add_argument("--workers", type=COUNT, default=2,
-                         help=f"decoding processes, {COUNT.range}; 0 or 1 decodes in this process (default 2)")
+    _accept_former(prepare, "--workers", prepare.add_argument(
+        "--prepare-workers", type=COUNT, default=2,
+        help=f"decoding processes, {COUNT.range}; 0 or 1 decodes in this process (default 2)"))
     prepare.add_argument("--alignments", type=Path, default=None,
                          help="phone alignments to store with the cache: a folder of Praat TextGrids (as the "
                               "Montreal Forced Aligner writes them, a 'phones' tier) and/or ZeroSpeech .item files, "
@@ -76,6 +81,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--workers", type=COUNT, default=2,
                       help=f"synthesis processes, {COUNT.range}; 0 or 1: one process (default 2)")
     demo.set_defaults(func=run_demo_corpus)
+
+
+def _accept_former(parser: argparse._ActionsContainer, spelling: str, option: argparse.Action) -> None:
+    """Accept ``spelling``, the option's name before the flags took the names of the data settings, without
+    listing it in the help."""
+    parser.add_argument(spelling, dest=option.dest, type=option.type, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
 
 
 def _list(text: str) -> tuple[str, ...]:
@@ -114,11 +126,12 @@ def run_prepare(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     prepared = prepare_corpus(args.corpus, args.data_root, args.out, sample_rate=args.sample_rate,
-                              trim_silence_db=None if args.no_trim else args.trim_db,
-                              valid_utterances_per_speaker=args.valid_utterances,
-                              valid_speakers=_list(args.valid_speakers), train_subsets=_list(args.subsets),
-                              valid_subsets=_list(args.valid_subsets), mic=args.mic, num_workers=args.workers,
-                              progress=not args.quiet, level_db=args.level_db, alignments=args.alignments)
+                              trim_silence_db=None if args.no_trim else args.trim_silence_db, level_db=args.level_db,
+                              valid_utterances_per_speaker=args.valid_utterances_per_speaker,
+                              valid_speakers=_list(args.valid_speakers), train_subsets=_list(args.train_subsets),
+                              valid_subsets=_list(args.valid_subsets), mic=args.mic,
+                              prepare_workers=args.prepare_workers, alignments=args.alignments,
+                              progress=not args.quiet)
     print(f"{prepared.cache_dir} ready in {time.perf_counter() - start:.1f} s")
     return 0
 

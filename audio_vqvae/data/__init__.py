@@ -12,7 +12,8 @@ from audio_vqvae.data.corpus import CorpusSplit, PreparedCorpus
 from audio_vqvae.data.dataset import EpochRandomSampler, SegmentDataset, make_loader, set_loader_epoch
 from audio_vqvae.data.demo import DEMO_VOICES, demo_sentences, make_demo_corpus
 from audio_vqvae.data.paths import default_data_dir
-from audio_vqvae.data.prepare import default_cache_dir, ensure_prepared, prepare_corpus, processing_settings
+from audio_vqvae.data.prepare import ensure_prepared, prepare_corpus
+from audio_vqvae.data.settings import default_cache_dir, processing_settings
 
 __all__ = [
     "default_data_dir", "default_corpus_root", "default_cache_dir", "make_demo_corpus", "demo_sentences",

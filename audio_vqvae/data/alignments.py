@@ -1,5 +1,5 @@
-"""Phone alignments: read them (Praat TextGrids, ZeroSpeech ``.item`` files), match them to utterances, and
-move them onto the cached audio.
+"""Phone alignments: read them (Praat TextGrids, ZeroSpeech ``.item`` files), match them to utterances, move
+them onto the cached audio and store them with a cache (:func:`attach_alignments`).
 
 Researchers' forced alignments come in two formats, both read here:
 
@@ -25,12 +25,20 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
+
+from audio_vqvae.atomic import atomic_write
+from audio_vqvae.data.cache_check import file_record
+from audio_vqvae.data.settings import digest, file_size
+from audio_vqvae.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 SILENCE = "sil"
 ITEM_HEADER = "#file onset offset #phone prev-phone next-phone speaker"
@@ -322,3 +330,82 @@ def espeak_segments(events: Sequence[tuple[int, str]], *, length: int, sample_ra
 def phone_inventory(phone_ids: dict[str, int]) -> list[str]:
     """Labels in id order."""
     return [label for label, _ in sorted(phone_ids.items(), key=lambda item: item[1])]
+
+
+# --------------------------------------------------------------------------- stored with a cache
+
+
+def alignment_source(asked: Optional[Union[str, Path]], manifest: Optional[dict], root: Path) -> Optional[Path]:
+    """The alignments to attach: the ones asked for, else those the cache was made with, else ``root/alignments``.
+
+    Raises:
+        InputError: ``asked`` does not exist.
+    """
+    if asked is not None:
+        path = Path(asked).expanduser().resolve()
+        if not path.exists():
+            raise InputError(f"--alignments {asked}: no such folder or file")
+        return path
+    previous = ((manifest or {}).get("alignments") or {}).get("source")
+    if previous and Path(previous).exists():
+        return Path(previous)
+    default = root / "alignments"
+    return default.resolve() if default.is_dir() else None
+
+
+def attach_alignments(cache_dir: Path, source: Optional[Path], manifest: dict, *, force: bool = False) -> dict:
+    """Read the alignments under ``source``, move them onto the cached utterances and store them.
+
+    Writes ``phones.npy`` (int32 rows ``(start, stop, phone id)``, samples of each utterance's stored
+    audio) and ``phones.json`` (``inventory``, per utterance ``[first row, rows]`` or None, ``problems``),
+    and returns ``manifest`` recording them (the caller writes it, last). Nothing is decoded; unchanged
+    alignment files are not read again unless ``force`` (the stored ones are damaged). ``source`` None removes
+    the stored alignments.
+    Every alignment that matches no utterance, names one twice or whose times fall outside the audio
+    is left out with one logged line (also in ``phones.json`` and ``prepare.log``).
+    """
+    # Here, not at the top: corpus.py imports this module (frame_labels).
+    from audio_vqvae.data.corpus import read_json, write_json_atomic
+
+    if source is None:
+        for name in ("phones.npy", "phones.json"):
+            (cache_dir / name).unlink(missing_ok=True)
+        files = {k: v for k, v in (manifest.get("files") or {}).items() if k not in ("phones.npy", "phones.json")}
+        return dict({k: v for k, v in manifest.items() if k != "alignments"}, files=files)
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*")
+                                                     if p.suffix.lower() in (".textgrid", ".item"))
+    alignments_hash = digest({"processing": manifest["processing_hash"], "source": str(source),
+                              "files": [(str(p), file_size(p), p.stat().st_mtime_ns) for p in files]})
+    if (manifest.get("alignments") or {}).get("hash") == alignments_hash and not force:
+        return manifest
+    utterances = read_json(cache_dir / "utterances.json")
+    rate = int(manifest["sample_rate"])
+    matched, problems = match_alignments(read_alignments(source), utterances, rate)
+    phone_ids: dict[str, int] = {}
+    rows, index_rows, row = [], [], 0
+    for index, record in enumerate(utterances):
+        if index not in matched:
+            index_rows.append(None)
+            continue
+        segments = cache_segments(matched[index].segments, sample_rate=rate, trim_start=record["trim_start"],
+                                  length=record["length"], phone_ids=phone_ids)
+        rows.append(segments)
+        index_rows.append([row, len(segments)])
+        row += len(segments)
+    table = np.concatenate(rows) if rows else np.zeros((0, 3), np.int32)
+    atomic_write(cache_dir / "phones.npy", lambda handle: np.save(handle, table))
+    for path, problem in problems:
+        logger.warning("alignment %s: %s", path, problem)
+    write_json_atomic(cache_dir / "phones.json", {"hash": alignments_hash, "source": str(source),
+                                                  "inventory": phone_inventory(phone_ids), "utterances": index_rows,
+                                                  "problems": [{"path": p, "problem": q} for p, q in problems]})
+    with open(cache_dir / "prepare.log", "a", encoding="utf-8") as log:
+        log.writelines(f"alignment\t{path}\t{problem}\n" for path, problem in problems)
+    aligned = len(matched)
+    logger.info("alignments from %s: %d of %d utterances, %d phones, %d problem(s)", source, aligned,
+                len(utterances), len(phone_ids), len(problems))
+    files = dict(manifest.get("files") or {}, **{name: file_record(cache_dir / name)
+                                                 for name in ("phones.npy", "phones.json")})
+    return dict(manifest, files=files, alignments={
+        "hash": alignments_hash, "source": str(source), "aligned_utterances": aligned, "phones": len(phone_ids),
+        "problems": len(problems)})

@@ -429,7 +429,8 @@ CORPORA: dict[str, Corpus] = {entry.name: entry for entry in (
                   "txt/<spk>/<spk>_<utt>.txt, speaker-info.txt} or VCTK 0.80: "
                   "VCTK-Corpus/{wav48/<spk>/<spk>_<utt>.wav, txt/, speaker-info.txt}",
            download=f"download VCTK from {VCTK_URL}", scan=_scan_vctk, options=("mic",)),
-    Corpus("librispeech", summary="LibriSpeech, the subsets of --subsets and --valid-subsets", folder="LibriSpeech",
+    Corpus("librispeech", summary="LibriSpeech, the subsets of --train-subsets and --valid-subsets",
+           folder="LibriSpeech",
            layout="LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac with "
                   "<speaker>-<chapter>.trans.txt and LibriSpeech/SPEAKERS.TXT",
            download=f"download e.g. train-clean-100.tar.gz and dev-clean.tar.gz from {LIBRISPEECH_URL}",

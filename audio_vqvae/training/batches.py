@@ -46,7 +46,7 @@ def make_loaders(corpus: Any, config: ExperimentConfig, context: DistributedCont
     data, train = config.data, config.train
     train_set: Dataset = SegmentDataset(corpus, "train", data.segment_length, hop_length=hop_length, seed=train.seed,
                                         pitch=pitch, candidates=data.crop_candidates)
-    train_loader = make_loader(train_set, data.batch_size, shuffle=True, num_workers=data.num_workers,
+    train_loader = make_loader(train_set, data.batch_size, shuffle=True, num_workers=data.loader_workers,
                                seed=train.seed, distributed=context.enabled, drop_last=True)
     if len(train_loader) == 0:
         raise InputError(f"the training split has {len(train_set)} usable utterances, fewer than one batch "
