@@ -331,8 +331,8 @@ class VQVAE(nn.Module):
             temperature: sampling temperature; 0 means greedy (argmax).
             generator: random generator for sampling (reproducible output): it draws one seed per utterance.
             progress: called with the number of samples generated so far.
-            method: ``"auto"`` (fused CPU kernels on CPU when numba is available, else PyTorch), ``"fused"``
-                or ``"torch"``; see :func:`audio_vqvae.generation.generate`.
+            method: ``"auto"``, ``"fused"``, ``"torch"`` or ``"graph"``; see :func:`audio_vqvae.generation.generate`
+                (``"auto"``: :func:`~audio_vqvae.generation.engine.resolve_method`).
             pitch: Tensor[B x 3 x T' * hop] ``(phase, f0, voiced)`` rows, required when :attr:`needs_pitch`
                 (:func:`audio_vqvae.pitch.sample_pitch` of the f0 to speak with, phase integrated).
             lengths: samples per utterance (:meth:`decoder_inputs`); the output is zero after each one's end.

@@ -1,4 +1,5 @@
-"""The generation engine: fused kernels ≡ PyTorch path ≡ teacher-forced network, and batching changes nothing."""
+"""The generation engine: fused kernels ≡ PyTorch path ≡ teacher-forced network, and batching changes nothing;
+many utterances in batches (decode_rows) and codes files."""
 
 import numba
 import numpy as np
@@ -6,10 +7,13 @@ import pytest
 import torch
 
 from audio_vqvae.config import ModelConfig
-from audio_vqvae.generation import engine, generate, sample_inverse_cdf
+from audio_vqvae.errors import InputError
+from audio_vqvae.generation import DecodeRow, decode_rows, engine, generate, sample_inverse_cdf
+from audio_vqvae.generation.codes_file import Encoded, check_codes_path, read_codes_file, write_codes_file
 from audio_vqvae.model import VQVAE
+from audio_vqvae.pitch import generation_pitch
 
-from helpers import EVEN, TINY, inputs, make_net
+from helpers import EVEN, RATE, SPEAKERS, TINY, inputs, make_net, tiny_config
 
 
 @pytest.mark.parametrize("config", [TINY, EVEN], ids=["odd-padding", "even"])
@@ -151,3 +155,64 @@ def test_inputs_on_another_device_than_the_decoder_are_a_clear_error():
     conditioning, speaker = inputs(TINY, batch=1, steps=10)
     with pytest.raises(ValueError, match="the decoder is on cpu but the conditioning is on meta"):
         generate(net, conditioning.to("meta"), speaker, seeds=[0], method="torch")
+
+
+# ------------------------------------------------------------------ many utterances: decode_rows, codes files
+
+
+def _tiny_model(excitation_harmonics: int = 0) -> VQVAE:
+    torch.manual_seed(0)
+    table = [{"id": i, "name": name, "log_f0_mean": 4.6, "log_f0_std": 0.1} for i, name in enumerate(SPEAKERS)]
+    return VQVAE(tiny_config(excitation_harmonics), speakers=table).eval()
+
+
+def test_decode_rows_batches_clips_of_one_length_with_the_seeds_decode_draws_from_a_generator():
+    model = _tiny_model()
+    clips = [torch.randn(48, generator=torch.Generator().manual_seed(k)) * 0.3 for k in range(3)] + [torch.zeros(64)]
+    rows = [DecodeRow(0, clip=0), DecodeRow(1, clip=3), DecodeRow(2, clip=1), DecodeRow(1, clip=2)]
+    reported = []
+    out = dict(decode_rows(model, rows, batch_size=2, clips=clips, seed=7, progress=reported.append))
+    assert sum(reported) == 3 * 48 + 64
+    # Batches: rows 0 and 2 (clips 0 and 1, encoded together), row 3 (clip 2), row 1 (the longer clip 3).
+    for batch, (members, sources) in enumerate([([0, 2], [0, 1]), ([3], [2]), ([1], [3])]):
+        codes = model.encode(torch.stack([clips[clip] for clip in sources]))
+        expected = model.decode(codes, torch.tensor([rows[row].speaker for row in members]),
+                                generator=torch.Generator().manual_seed(7 + batch))
+        for position, row in enumerate(members):
+            assert torch.equal(out[row], expected[position])
+
+
+def test_decode_rows_of_mixed_lengths_give_each_row_what_it_gives_alone():
+    model = _tiny_model(excitation_harmonics=2)
+    codes = [torch.randint(0, 16, (frames,), generator=torch.Generator().manual_seed(frames)) for frames in (5, 9, 3)]
+    pitch = [generation_pitch(np.full(4, 150.0 + 20 * k, np.float32), RATE, len(c) * 8, RATE // 100)
+             for k, c in enumerate(codes)]
+    rows = [DecodeRow(k % 3, codes=c, seed=10 + k) for k, c in enumerate(codes)]
+    together = dict(decode_rows(model, rows, batch_size=3, pitch=pitch.__getitem__, mixed_lengths=True,
+                                temperature=0.8))
+    for k in range(3):
+        alone = dict(decode_rows(model, [rows[k]], batch_size=1, pitch=lambda _, k=k: pitch[k], mixed_lengths=True,
+                                 temperature=0.8))
+        assert together[k].shape == (codes[k].shape[0] * 8,) and torch.equal(together[k], alone[0])
+    with pytest.raises(ValueError, match="mixed_lengths=False"):
+        next(decode_rows(model, rows, batch_size=3, pitch=pitch.__getitem__, mixed_lengths=True, deterministic=True))
+    with pytest.raises(ValueError, match="exactly one"):
+        next(decode_rows(model, [DecodeRow(0)], batch_size=1, pitch=pitch.__getitem__))
+    with pytest.raises(ValueError, match="pass pitch="):
+        next(decode_rows(model, rows, batch_size=3, mixed_lengths=True))
+
+
+def test_a_codes_file_round_trips_and_out_of_range_codes_are_refused(tmp_path):
+    model = _tiny_model(excitation_harmonics=2)
+    path = tmp_path / "codes.npz"
+    check_codes_path(model, path)
+    with pytest.raises(InputError, match=r"this model's codes file is \.npz"):
+        check_codes_path(model, tmp_path / "codes.npy")
+    encoded = Encoded(torch.tensor([3, 0, 15]), np.array([0.0, 120.5, 130.0], np.float32), (4.8, 0.15))
+    write_codes_file(model, path, encoded)
+    read = read_codes_file(model, path)
+    assert torch.equal(read.codes, encoded.codes) and np.array_equal(read.f0, encoded.f0)
+    assert read.log_f0 == encoded.log_f0
+    np.savez(path, codes=np.array([3, 16]), f0=encoded.f0, log_f0=np.array([4.8, 0.15]), sample_rate=np.array(RATE))
+    with pytest.raises(InputError, match=r"codes must lie in \[0, 16\), got 3..16"):
+        read_codes_file(model, path)

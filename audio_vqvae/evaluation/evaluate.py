@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from audio_vqvae.checkpoint import load_checkpoint, model_from_checkpoint
@@ -51,6 +50,7 @@ from audio_vqvae.evaluation.report import write_report
 from audio_vqvae.evaluation.speaker_encoder import encoder_judge
 from audio_vqvae.evaluation.speaker_id import multicondition_classifier, plain_classifier
 from audio_vqvae.evaluation.units import unit_report
+from audio_vqvae.generation.batched import DecodeRow, decode_rows
 from audio_vqvae.model import VQVAE
 from audio_vqvae.options import resolve_device
 from audio_vqvae.pitch import conversion_stats, generation_pitch
@@ -338,45 +338,24 @@ def _row_pitch(model: VQVAE, corpus: PreparedCorpus, clip: Clip, speaker: int) -
                             corpus.pitch_hop, **conversion_stats(model.speakers, clip.speaker_id, speaker))
 
 
-@torch.no_grad()
 def _generate(model: VQVAE, corpus: PreparedCorpus, clips: Sequence[Clip], rows: Sequence[tuple[int, int]],
               settings: EvaluationSettings, progress: bool) -> list[np.ndarray]:
-    """Audio of every (clip, speaker) row, generated from the clip's codes, batching rows of one clip length."""
-    device = next(model.parameters()).device
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for row, (clip, _) in enumerate(rows):
-        by_length[len(clips[clip].audio)].append(row)
-    batches = [members[start:start + GENERATION_BATCH] for _, members in sorted(by_length.items())
-               for start in range(0, len(members), GENERATION_BATCH)]
+    """Audio of every (clip, speaker) row, generated from the clip's codes, batching rows of one clip length
+    (:data:`GENERATION_BATCH` at most; batch ``b`` draws its seeds from ``settings.seed + b``)."""
+    decoded = [DecodeRow(speaker, clip=clip) for clip, speaker in rows]
+
+    def pitch(row: int) -> np.ndarray:
+        return _row_pitch(model, corpus, clips[rows[row][0]], rows[row][1])
+
     outputs: list[Optional[np.ndarray]] = [None] * len(rows)
-    bar = tqdm(total=sum(len(clips[clip].audio) for clip, _ in rows), desc="generating", unit="sample",
-               unit_scale=True, disable=not progress, leave=False, file=sys.stderr)
-    with bar:
-        for batch, members in enumerate(batches):
-            sources = sorted({rows[row][0] for row in members})
-            audio = torch.from_numpy(np.stack([clips[clip].audio for clip in sources])).to(device)
-            codes = model.encode(audio)  # (clips, frames)
-            position = {clip: i for i, clip in enumerate(sources)}
-            speakers = torch.tensor([rows[row][1] for row in members], device=device)
-            done = [0]
-
-            def advance(steps: int) -> None:
-                bar.update((steps - done[0]) * len(members))
-                done[0] = steps
-
-            pitch = (torch.from_numpy(np.stack([_row_pitch(model, corpus, clips[rows[row][0]], rows[row][1])
-                                                for row in members])).to(device) if model.needs_pitch else None)
-            used = codes[[position[rows[row][0]] for row in members]]
-            if settings.part == "deterministic":
-                waveforms = model.deterministic(used, speakers, pitch)
-                advance(waveforms.shape[1])
-            else:
-                waveforms = model.decode(used, speakers, temperature=settings.temperature,
-                                         generator=torch.Generator().manual_seed(settings.seed + batch),
-                                         progress=advance, pitch=pitch)
-            waveforms = waveforms.float().cpu().numpy()
-            for row, waveform in zip(members, waveforms):
-                outputs[row] = waveform
+    with tqdm(total=sum(len(clips[clip].audio) for clip, _ in rows), desc="generating", unit="sample",
+              unit_scale=True, disable=not progress, leave=False, file=sys.stderr) as bar:
+        for row, waveform in decode_rows(model, decoded, batch_size=GENERATION_BATCH,
+                                         clips=[clip.audio for clip in clips], pitch=pitch,
+                                         temperature=settings.temperature,
+                                         seed=settings.seed, deterministic=settings.part == "deterministic",
+                                         progress=bar.update):
+            outputs[row] = waveform.numpy()
     return outputs
 
 

@@ -127,7 +127,9 @@ def fused_available() -> bool:
 
 def resolve_method(method: str, device: torch.device, synthesis: bool = False) -> str:
     """The path that runs: ``"auto"`` is the fused kernels on CPU (when numba imports), the CUDA graph on
-    CUDA, and the PyTorch path elsewhere. ``"graph"`` off CUDA runs the same step eagerly (a check, not fast)."""
+    CUDA unless the decoder synthesises (``synthesis``: an LPC split or a harmonic part, which the graph does
+    not generate yet), and the PyTorch path otherwise. ``"graph"`` off CUDA runs the same step eagerly (a
+    check, not fast)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if synthesis and method == "graph":
@@ -165,7 +167,7 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         generator: source of the seeds when ``seeds`` is None.
         method: ``"fused"`` (numba, CPU), ``"torch"`` (per-layer queues, any device), ``"graph"`` (the
             PyTorch step captured in a CUDA graph; eager off CUDA) or ``"auto"`` (fused on CPU when numba
-            is available, graph on CUDA).
+            is available, graph on CUDA without ``synthesis``, else torch: :func:`resolve_method`).
         teacher: optional LongTensor[B x T]: feed these samples instead of the generated ones (checks); with
             ``synthesis``, the signal Tensor[B x T] to feed instead of the synthesised one.
         return_logits: also return the logits Tensor[B x Q x T] every sample was drawn from.

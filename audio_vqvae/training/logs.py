@@ -34,6 +34,7 @@ from audio_vqvae.checkpoint import isolated_rng
 from audio_vqvae.config import ExperimentConfig, TrainConfig
 from audio_vqvae.evaluation.metrics import code_statistics
 from audio_vqvae.evaluation.units import validation_phone_accuracy
+from audio_vqvae.generation.batched import DecodeRow, decode_rows
 from audio_vqvae.pitch import conversion_stats, generation_pitch
 
 # Anchors of matplotlib's "viridis" colormap (dark blue -> green -> yellow), linearly interpolated.
@@ -311,26 +312,16 @@ class AudioRounds:
             for order, target in enumerate(clip.targets):
                 rows.append((index, target, f"{order + 2}_as_{self.speakers[target]['name']}"))
         length = max(len(clip.audio) for clip in self.clips)
-        audio = torch.stack([F.pad(c.audio, (0, length - len(c.audio))) for c in self.clips]).to(device)
-        with isolated_rng(device):
-            codes = model.encode(audio)  # (clips, frames)
-            # On the CPU whatever the device: it only draws the utterances' seeds (a CUDA generator cannot,
-            # for CPU tensors), and then a round's samples depend on the seed alone, not on the device.
-            generator = torch.Generator().manual_seed(self.seed)
-            total = len(rows) * length
-            bar = tqdm(total=total, desc="generating audio", unit="sample", unit_scale=True, leave=False,
-                       disable=not progress, dynamic_ncols=True)
-            done = [0]
-
-            def advance(samples: int) -> None:
-                bar.update(samples * len(rows) - done[0])
-                done[0] = samples * len(rows)
-
-            pitch = self._pitch(rows, length).to(device) if model.needs_pitch else None
-            speakers = torch.tensor([r[1] for r in rows], device=device)
-            generated = model.decode(codes[[r[0] for r in rows]], speakers,
-                                     temperature=1.0, generator=generator, progress=advance, pitch=pitch).float().cpu()
-            bar.close()
+        # Every clip padded to the longest and every row in one batch, its seeds drawn from self.seed: the
+        # generator is on the CPU whatever the device, so a round's samples depend on the seed alone.
+        clips = [F.pad(clip.audio, (0, length - len(clip.audio))) for clip in self.clips]
+        decoded = [DecodeRow(speaker, clip=index) for index, speaker, _ in rows]
+        generated: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        with isolated_rng(device), tqdm(total=len(rows) * length, desc="generating audio", unit="sample",
+                                        unit_scale=True, leave=False, disable=not progress, dynamic_ncols=True) as bar:
+            for row, waveform in decode_rows(model, decoded, batch_size=len(rows), clips=clips, seed=self.seed,
+                                             pitch=lambda row: self._pitch(rows[row], length), progress=bar.update):
+                generated[row] = waveform
         model.train()
         for (index, _, suffix), waveform in zip(rows, generated):
             waveform = waveform[:len(self.clips[index].audio)]
@@ -344,15 +335,13 @@ class AudioRounds:
     def _tag(self, index: int) -> str:
         return f"clip{index}_{self.speakers[self.clips[index].speaker]['name']}"
 
-    def _pitch(self, rows: list[tuple[int, int, str]], length: int) -> torch.Tensor:
-        """Each row's ``(phase, f0, voiced)`` rows, Tensor[R x 3 x length]: its clip's f0, moved to its speaker."""
-        rate, hop = self.corpus.sample_rate, self.corpus.pitch_hop
-        pitches = []
-        for index, speaker, _ in rows:
-            clip = self.clips[index]
-            stats = conversion_stats(self.speakers, clip.speaker, speaker)
-            pitches.append(generation_pitch(clip.f0, rate, length, hop, start=clip.start, **stats))
-        return torch.from_numpy(np.stack(pitches))
+    def _pitch(self, row: tuple[int, int, str], length: int) -> np.ndarray:
+        """A row's ``(phase, f0, voiced)`` rows, float32[3 x length]: its clip's f0, moved to its speaker."""
+        index, speaker, _ = row
+        clip = self.clips[index]
+        stats = conversion_stats(self.speakers, clip.speaker, speaker)
+        return generation_pitch(clip.f0, self.corpus.sample_rate, length, self.corpus.pitch_hop, start=clip.start,
+                                **stats)
 
 
 def choose_clips(corpus: Any, train: TrainConfig, hop_length: int) -> list[AudioClip]:
