@@ -113,14 +113,14 @@ def test_inverse_cdf_sampling_follows_the_softmax():
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_fused_sampler_draws_the_class_torchs_inverse_cdf_draws(scale, temperature):
     """The kernels' vectorised float64 exp and binary search pick torch's class for the same uniform."""
-    fused = pytest.importorskip("audio_vqvae.generation.fused")
+    numerics = pytest.importorskip("audio_vqvae.generation.fused.numerics")
 
     @numba.njit
     def draw_all(logits, uniforms, inv_temperature, greedy, out):
         cdf = np.empty(logits.shape[1])
         work = np.empty(logits.shape[1])
         for i in range(logits.shape[0]):
-            out[i] = fused._sample(logits[i], cdf, work, uniforms[i], inv_temperature, greedy)
+            out[i] = numerics.sample_class(logits[i], cdf, work, uniforms[i], inv_temperature, greedy)
 
     generator = torch.Generator().manual_seed(int(scale * 10))
     logits = torch.randn(4000, 256, generator=generator) * scale

@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Sequence
@@ -318,7 +317,8 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     samples = torch.empty(batch, steps, dtype=torch.long)
     logits_out = torch.empty(batch, classes, steps) if return_logits else None
     greedy = temperature <= 0
-    inv_temperature = 0.0 if greedy else 1.0 / temperature
+    options = fused.KernelOptions(inv_temperature=0.0 if greedy else 1.0 / temperature, greedy=greedy,
+                                  use_teacher=teacher is not None, save_logits=return_logits)
     threads = numba.get_num_threads()
     # A batch runs in blocks of utterances, batch innermost (one kernel for any batch > 1).
     lane_blocks = _lane_block_starts(batch, threads, fused.LANES) if batch > 1 else None
@@ -332,16 +332,10 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     # slow when other processes hold one of them. Both kernels give identical samples, so the choice is
     # re-made per chunk from measured speed (each is tried on a short chunk first).
     chooser = _ThreadChooser(enabled=batch == 1 and threads >= 2)
-    # A decoder that synthesises: the prediction's embedding, every class's value and each utterance's last
-    # residual samples (the synthesis state); dummies of the same types otherwise, so one compiled kernel
-    # serves both.
+    # A decoder that synthesises: each utterance's last residual samples (the synthesis state); a dummy of
+    # the same type otherwise, so that one compiled kernel serves both.
     use_lpc = lpc is not None
-    order = lpc.shape[2] - 1 if use_lpc else 1
-    history = np.zeros((batch, order), np.float64)
-    prediction_embedding = (np.ascontiguousarray(decoder.prediction_embedding.weight.detach().float().numpy())
-                            if use_lpc else np.zeros((1, decoder.config.residual_channels), np.float32))
-    levels = np.ascontiguousarray(mu_law_decode(torch.arange(classes), classes).double().numpy())
-    log1p_mu = math.log1p(classes - 1)
+    history = np.zeros((batch, lpc.shape[2] - 1 if use_lpc else 1), np.float64)
     signal = torch.empty(batch, steps) if use_lpc else None
     # Reused by every chunk: fresh pages would cost a page fault per 4 KB, as much as computing them.
     bias_buffer = np.empty((min(chunk_steps, steps) if lane_blocks is None else 0, layers, 2, width2), np.float32)
@@ -353,45 +347,35 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
         began = time.perf_counter()
         # Every kernel argument is C-contiguous, so each kernel is compiled (and cached) once.
         chunk_conditioning = np.ascontiguousarray(conditioning_steps[:, start:stop].numpy())  # (B, T', C)
-        if lane_blocks is None:  # one utterance: the conditioning part of the gates first, over all threads
+        chunk = fused.Chunk(
+            position=state.position,
+            uniforms=np.ascontiguousarray(uniforms[:, start:stop].numpy()),
+            teacher=(np.ascontiguousarray(teacher[:, start:stop].to(torch.long).numpy())
+                     if teacher is not None and not use_lpc else np.zeros((batch, length), np.int64)),
+            teacher_signal=(np.ascontiguousarray(teacher[:, start:stop].float().numpy())
+                            if use_lpc and teacher is not None else np.zeros((batch, length), np.float32)),
+            synthesis_rows=(np.ascontiguousarray(lpc[:, start:stop].double().numpy()) if use_lpc
+                            else np.zeros((batch, 0, 1), np.float64)),
+            samples=np.empty((batch, length), np.int64),
+            logits=np.empty((batch, length if return_logits else 0, classes), np.float32),
+            signal=np.zeros((batch, length if use_lpc else 0), np.float32),
+        )
+        if lane_blocks is not None:
+            fused.run_lane_blocks(lane_blocks, weights, options, chunk, chunk_conditioning, constant, state.queues,
+                                  history, state.previous)
+        else:  # one utterance: the conditioning part of the gates first, over all threads
             biases = bias_buffer[:length]
             fused.conditioning_biases(weights.dilated, chunk_conditioning[0], constant, biases)
-        chunk_uniforms = np.ascontiguousarray(uniforms[:, start:stop].numpy())
-        chunk_teacher = (np.ascontiguousarray(teacher[:, start:stop].to(torch.long).numpy())
-                         if teacher is not None and not use_lpc else np.zeros((batch, length), np.int64))
-        chunk_samples = np.empty((batch, length), np.int64)
-        chunk_logits = np.empty((batch, length if return_logits else 0, classes), np.float32)
-        chunk_lpc = (np.ascontiguousarray(lpc[:, start:stop].double().numpy()) if use_lpc
-                     else np.zeros((batch, 0, 1), np.float64))
-        chunk_signal = np.zeros((batch, length if use_lpc else 0), np.float32)
-        chunk_teacher_signal = (np.ascontiguousarray(teacher[:, start:stop].float().numpy())
-                                if use_lpc and teacher is not None else np.zeros((batch, length), np.float32))
-        synthesis = (prediction_embedding, chunk_lpc, history, levels, chunk_signal, chunk_teacher_signal, use_lpc,
-                     log1p_mu)
-        one = (prediction_embedding, chunk_lpc[0], history[0], levels, chunk_signal[0], chunk_teacher_signal[0],
-               use_lpc, log1p_mu)
-        if two_threads:
-            state.previous[0] = fused.run_utterance_two_threads(
-                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy,
-                chunk_teacher[0], teacher is not None, state.queues[0], state.position, int(state.previous[0]),
-                chunk_samples[0], chunk_logits[0], return_logits, *one)
-        elif lane_blocks is not None:
-            fused.run_lane_blocks(
-                lane_blocks, *weights.arguments(), chunk_conditioning, constant, chunk_uniforms, inv_temperature,
-                greedy, chunk_teacher, teacher is not None, state.queues, state.position, state.previous, chunk_samples,
-                chunk_logits, return_logits, *synthesis)
-        else:
-            state.previous[0] = fused.run_utterance(
-                *weights.arguments(utterance=True), biases, chunk_uniforms[0], inv_temperature, greedy,
-                chunk_teacher[0], teacher is not None, state.queues[0], state.position, int(state.previous[0]),
-                chunk_samples[0], chunk_logits[0], return_logits, *one)
+            run = fused.run_utterance_two_threads if two_threads else fused.run_utterance
+            state.previous[0] = run(weights, options, chunk.utterance(0), biases, state.queues[0], history[0],
+                                    int(state.previous[0]))
         chooser.record(two_threads, length, time.perf_counter() - began)
         state.position = stop
-        samples[:, start:stop] = torch.from_numpy(chunk_samples)
+        samples[:, start:stop] = torch.from_numpy(chunk.samples)
         if signal is not None:
-            signal[:, start:stop] = torch.from_numpy(chunk_signal)
+            signal[:, start:stop] = torch.from_numpy(chunk.signal)
         if logits_out is not None:
-            logits_out[:, :, start:stop] = torch.from_numpy(chunk_logits).transpose(1, 2)
+            logits_out[:, :, start:stop] = torch.from_numpy(chunk.logits).transpose(1, 2)
         if progress is not None:
             progress(stop)
         start = stop
