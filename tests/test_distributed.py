@@ -11,10 +11,11 @@ import torch
 import torch.multiprocessing as mp
 
 from audio_vqvae.config import ExperimentConfig, apply_overrides
+from audio_vqvae.training.launch import free_port
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import qualify_overrides
 
-from helpers import REPO, free_port, make_tiny_corpus, subprocess_env, tiny_overrides
+from helpers import REPO, make_tiny_corpus, subprocess_env, tiny_overrides
 
 STEPS = 8
 

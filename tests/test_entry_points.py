@@ -22,7 +22,7 @@ import torch
 from audio_vqvae.commands.main import main as cli_main
 from audio_vqvae.config import ExperimentConfig
 
-from helpers import REPO, make_tiny_corpus, recipe_command, subprocess_env, tiny_overrides
+from helpers import REPO, recipe_command, subprocess_env, tiny_overrides
 
 BIN = Path(sys.executable).parent
 CONSOLE_SCRIPT = BIN / "audio-vqvae"
@@ -59,12 +59,6 @@ def make_demo(processes: int, demo_args: list[str]) -> list[str]:
         pytest.skip("make is not installed")
     return ["make", "-o", f"{VENV}/.installed", f"VENV={VENV}", "demo",
             f"DEMO_PROCS={processes}", "DEMO_ARGS=" + " ".join(demo_args)]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
 
 
 # ------------------------------------------------------------------ 1. make demo

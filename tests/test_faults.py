@@ -71,12 +71,6 @@ def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
-
-
 @pytest.fixture
 def small_filesystem(tmp_path):
     """Mount a tmpfs of a given size (root only); skipped where mounting is impossible (no privilege)."""

@@ -140,12 +140,6 @@ def test_device_auto_on_this_machine_gives_the_audio_of_its_device(pitch_checkpo
 TINY_LIMIT = "0.00000001"  # minutes (0.6 ms, less than any step); as text: YAML reads 1e-8 as a string
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
-
-
 def _config(corpus, **train_settings):
     from audio_vqvae.config import ExperimentConfig, apply_overrides
     from audio_vqvae.training.recipe import qualify_overrides

@@ -7,8 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from audio_vqvae.quantizer import VectorQuantizer
-
-from helpers import free_port
+from audio_vqvae.training.launch import free_port
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str, update: str) -> None:

@@ -14,15 +14,9 @@ from audio_vqvae.checkpoint import load_model
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import main as recipe_main
 
-from helpers import REPO, make_tiny_corpus, recipe_command, run_recipe, subprocess_env, tiny_overrides
+from helpers import REPO, recipe_command, run_recipe, subprocess_env, tiny_overrides
 
 STEPS = 30  # 5 batches per epoch: the runs cross several epoch boundaries
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
 
 
 @pytest.fixture(scope="module")
