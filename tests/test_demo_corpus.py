@@ -50,6 +50,7 @@ def test_layout(demo_corpus):
     assert scan.layout == "vctk-0.92" and len(scan.utterances) == 24 and not scan.skipped and not scan.notes
 
 
+@pytest.mark.slow
 def test_deterministic(demo_corpus, tmp_path):
     again = make_demo_corpus(tmp_path, shared_sentences=2, own_sentences=1, num_workers=1)
     digests = _pcm_digests(demo_corpus)
@@ -59,6 +60,7 @@ def test_deterministic(demo_corpus, tmp_path):
         assert digests["d01_001_mic1.flac"] == D01_001_SHA1
 
 
+@pytest.mark.slow
 def test_reuse_force_and_foreign_folder(tmp_path):
     root = make_demo_corpus(tmp_path, shared_sentences=1, own_sentences=0, num_workers=2)
     marker = (root / "demo.json").stat().st_mtime_ns

@@ -40,6 +40,7 @@ def _worker(rank: int, port: int, corpus_root: str, cache_dir: str, run_dir: str
         shutdown_distributed()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_keep_identical_replicas_and_only_rank0_writes(tmp_path):
     corpus = make_tiny_corpus(tmp_path / "corpus")
     run_dir, results = tmp_path / "run", tmp_path / "results"
@@ -120,6 +121,7 @@ def _teardown_worker(rank: int, port: int, corpus_root: str, cache_dir: str, run
         json.dump({"status": result.status, "step": result.step, **seen}, handle)
 
 
+@pytest.mark.slow
 def test_ranks_leave_train_without_deadlocking_in_process_group_teardown(tmp_path):
     """Regression: rank 1 sometimes slept forever after training (torchrun never returned).
 

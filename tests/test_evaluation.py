@@ -247,6 +247,7 @@ def evaluate_command(checkpoint, out, *extra, judges="fast"):
                "--seconds", 0.25, "--classifier-utterances", 3, "--no-progress", *skip, *extra)
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "eval" / "report.json"
     assert evaluate_command(tiny["checkpoint"], out, "--run-dir", tmp_path / "run", judges="all") == 0
@@ -450,6 +451,7 @@ def test_evaluate_a_model_with_a_source_excitation(tiny, tmp_path):
     assert report["reconstruction"]["clips"] == 3 and report["parallel"]["pairs"] == 6
 
 
+@pytest.mark.slow
 def test_evaluate_the_deterministic_part_alone(tiny, tmp_path, capsys):
     """--part deterministic judges the harmonic part alone: no sampling, so any seed gives the same report."""
     checkpoint = pitch_model_checkpoint(tiny, tmp_path / "harmonic.pt", harmonics=4)

@@ -265,7 +265,8 @@ def _steps(device: torch.device, bf16: bool, steps: int = 5) -> list[float]:
 BF16_TOLERANCE = 0.02  # relative, per step; measured with CPU bf16 autocast: at most 0.3 % over these 5 steps
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow),
+                                    pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_bf16_steps_track_fp32(one_thread, device):
     full, mixed = _steps(torch.device(device), False), _steps(torch.device(device), True)
     assert full[-1] < full[0]  # it learns, so the comparison is between training trajectories

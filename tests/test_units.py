@@ -138,6 +138,7 @@ def demo_cache(demo_corpus, tmp_path_factory):
                           num_workers=0, progress=False, valid_utterances_per_speaker=1)
 
 
+@pytest.mark.slow
 def test_demo_alignments_land_on_the_speech(demo_cache):
     corpus = demo_cache
     assert corpus.has_alignments and all(corpus.is_aligned(i) for i in range(len(corpus.utterances)))
@@ -159,6 +160,7 @@ def tiny_model(speakers):
     return VQVAE(config, speakers=[{"id": i, "name": s["name"]} for i, s in enumerate(speakers)]).eval()
 
 
+@pytest.mark.slow
 def test_unit_report_on_the_demo_corpus(demo_cache):
     corpus = demo_cache
     model = tiny_model(corpus.speakers)
