@@ -57,11 +57,25 @@ def num_pitch_frames(length: int, hop_length: int) -> int:
 
 @dataclass(frozen=True)
 class PitchTrack:
-    """f0 per 10 ms frame: ``f0`` float32[F] in Hz (0 where unvoiced), ``voiced`` bool[F], ``hop_length``."""
+    """f0 per 10 ms frame: ``f0`` float[F] in Hz (0 where unvoiced), ``voiced`` bool[F], ``hop_length``.
+
+    Made by :func:`track_pitch` (Praat: the model's pitch inputs) or by
+    :func:`audio_vqvae.evaluation.metrics.track_pitch_pyin` (pYIN: the evaluation's measures).
+    """
 
     f0: np.ndarray
     voiced: np.ndarray
     hop_length: int
+
+    @property
+    def median_f0(self) -> float:
+        """Median f0 in Hz of the voiced frames; NaN when none is."""
+        return float(np.median(self.f0[self.voiced])) if self.voiced.any() else math.nan
+
+    @property
+    def voiced_share(self) -> float:
+        """Share of the frames called voiced (0 for audio shorter than one frame)."""
+        return float(self.voiced.mean()) if self.voiced.size else 0.0
 
 
 def track_pitch(audio: np.ndarray, sample_rate: int) -> PitchTrack:

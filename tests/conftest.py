@@ -6,9 +6,10 @@ import soundfile
 import torch
 
 from audio_vqvae.checkpoint import save_checkpoint
+from audio_vqvae.data import make_demo_corpus
 from audio_vqvae.model import VQVAE
 
-from helpers import SPEAKERS, tiny_config
+from helpers import SPEAKERS, make_tiny_corpus, tiny_config
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,3 +60,24 @@ def speech(tmp_path):
     path = tmp_path / "p225_001.flac"
     soundfile.write(path, np.stack([left, 0.5 * left], axis=1), 22050)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_root(tmp_path_factory):
+    """helpers.make_tiny_corpus, written once per session: 4 speakers x 4 utterances of gliding tones.
+    Tests read it and never write into it."""
+    return make_tiny_corpus(tmp_path_factory.mktemp("tiny") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_corpus_root, tmp_path_factory):
+    """(corpus root, cache folder): the tiny corpus and a cache folder that the tests of one module share
+    (a module's later tests may find the cache its earlier ones prepared; another module starts empty)."""
+    return tiny_corpus_root, tmp_path_factory.mktemp("cache") / "cache"
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    """The real demo corpus, reduced (2 shared sentences and 1 own each: 24 utterances), synthesised with
+    eSpeak once per session; returns its ``VCTK-Corpus-0.92`` folder. Tests read it and never write into it."""
+    return make_demo_corpus(tmp_path_factory.mktemp("demo"), shared_sentences=2, own_sentences=1, num_workers=2)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -259,14 +258,22 @@ RATE = 8000
 SPEAKERS = ["p225", "p226", "p231"]
 
 
-def tiny_config(excitation_harmonics: int = 0) -> ModelConfig:
-    """The tiny model every command runs on in the tests (hop 8), with or without a source excitation."""
+def tiny_config(excitation_harmonics: int = 0, *, num_speakers: int = 3, **decoder) -> ModelConfig:
+    """The tiny model every command runs on in the tests (8 kHz, hop 8, 16 codes of 4 dimensions, a 4-layer
+    WaveNet of 8 channels), with or without a source excitation.
+
+    Args:
+        excitation_harmonics: ``decoder.excitation_harmonics`` (0: no source excitation).
+        num_speakers: rows of the speaker embedding.
+        decoder: other :class:`WaveNetConfig` fields that differ (``lpc_order=6``, ``layers_per_stack=3``, ...).
+    """
+    layout = dict(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
+                  conditioning_channels=4, speaker_dim=4, excitation_harmonics=excitation_harmonics)
     return ModelConfig(
-        sample_rate=RATE, num_speakers=3,
+        sample_rate=RATE, num_speakers=num_speakers,
         encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
         quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=excitation_harmonics))
+        decoder=WaveNetConfig(**{**layout, **decoder}))
 
 
 # ------------------------------------------------------------------ tiny training runs
@@ -339,10 +346,3 @@ def run_recipe(out: Path, overrides: list[str], *extra: str, recipe: str = "vctk
 def run(*argv) -> int:
     """``audio-vqvae ARGV...`` in this process; returns the exit status."""
     return main([str(a) for a in argv])
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now, for a test's process group."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -115,6 +115,7 @@ def test_encode_then_decode(checkpoint, speech, tmp_path, capsys):
     assert not (tmp_path / "bad.wav").exists()
 
 
+@pytest.mark.slow
 def test_bench_runs_every_method_and_prints_the_table(checkpoint, capsys):
     assert run("bench", "--checkpoint", checkpoint, "--batches", "1,2", "--seconds", "0.05",
                "--reference-seconds", "0.01") == 0

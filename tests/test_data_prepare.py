@@ -155,6 +155,7 @@ def test_ensure_prepared_missing_corpus(monkeypatch, tmp_path):
         ensure_prepared(DataConfig(corpus="librispeech"), 16000, progress=False)
 
 
+@pytest.mark.slow
 def test_ensure_prepared_demo_default_locations(monkeypatch, tmp_path):
     monkeypatch.setenv("AUDIO_VQVAE_DATA", str(tmp_path))
     monkeypatch.setattr(demo_module, "make_demo_corpus",

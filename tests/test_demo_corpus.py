@@ -26,11 +26,6 @@ def _pcm_digests(corpus):
     return digests
 
 
-@pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-    return make_demo_corpus(tmp_path_factory.mktemp("demo"), shared_sentences=2, own_sentences=1, num_workers=2)
-
-
 def test_sentence_plan_is_parallel():
     plan = demo_sentences()
     assert len(DEMO_VOICES) >= 8
@@ -40,30 +35,32 @@ def test_sentence_plan_is_parallel():
     assert len(plan) == 24 + 4 * len(DEMO_VOICES) and len({s.text for s in plan}) == len(plan)
 
 
-def test_layout(small_demo):
-    assert small_demo.name == "VCTK-Corpus-0.92"
-    speakers = read_vctk_speaker_info(small_demo / "speaker-info.txt")
+def test_layout(demo_corpus):
+    assert demo_corpus.name == "VCTK-Corpus-0.92"
+    speakers = read_vctk_speaker_info(demo_corpus / "speaker-info.txt")
     assert sorted(speakers) == [v.speaker for v in DEMO_VOICES]
     assert speakers["d01"]["gender"] == "M" and speakers["d02"]["gender"] == "F"
-    d03 = sorted(p.name for p in (small_demo / "wav48_silence_trimmed" / "d03").iterdir())
+    d03 = sorted(p.name for p in (demo_corpus / "wav48_silence_trimmed" / "d03").iterdir())
     assert d03 == ["d03_001_mic1.flac", "d03_002_mic1.flac", "d03_005_mic1.flac"]
-    assert (small_demo / "txt" / "d03" / "d03_005.txt").read_text().strip() == "Rice is often served in round bowls."
-    rows = (small_demo / "sentences.tsv").read_text().splitlines()
+    assert (demo_corpus / "txt" / "d03" / "d03_005.txt").read_text().strip() == "Rice is often served in round bowls."
+    rows = (demo_corpus / "sentences.tsv").read_text().splitlines()
     assert rows[1] == "001\tall\tThe birch canoe slid on the smooth planks."
     assert rows[5] == "005\td03\tRice is often served in round bowls."
-    scan = scan_corpus("vctk", small_demo.parent)
+    scan = scan_corpus("vctk", demo_corpus.parent)
     assert scan.layout == "vctk-0.92" and len(scan.utterances) == 24 and not scan.skipped and not scan.notes
 
 
-def test_deterministic(small_demo, tmp_path):
+@pytest.mark.slow
+def test_deterministic(demo_corpus, tmp_path):
     again = make_demo_corpus(tmp_path, shared_sentences=2, own_sentences=1, num_workers=1)
-    digests = _pcm_digests(small_demo)
+    digests = _pcm_digests(demo_corpus)
     assert digests == _pcm_digests(again) and len(digests) == 24
     if importlib.metadata.version("espeakng-loader") == "0.2.4":
         # each speaker is synthesised in a fresh process, so d01_001 is also the full corpus's d01_001
         assert digests["d01_001_mic1.flac"] == D01_001_SHA1
 
 
+@pytest.mark.slow
 def test_reuse_force_and_foreign_folder(tmp_path):
     root = make_demo_corpus(tmp_path, shared_sentences=1, own_sentences=0, num_workers=2)
     marker = (root / "demo.json").stat().st_mtime_ns

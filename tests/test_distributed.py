@@ -11,10 +11,11 @@ import torch
 import torch.multiprocessing as mp
 
 from audio_vqvae.config import ExperimentConfig, apply_overrides
+from audio_vqvae.training.launch import free_port
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import qualify_overrides
 
-from helpers import REPO, free_port, make_tiny_corpus, subprocess_env, tiny_overrides
+from helpers import REPO, make_tiny_corpus, subprocess_env, tiny_overrides
 
 STEPS = 8
 
@@ -39,6 +40,7 @@ def _worker(rank: int, port: int, corpus_root: str, cache_dir: str, run_dir: str
         shutdown_distributed()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_keep_identical_replicas_and_only_rank0_writes(tmp_path):
     corpus = make_tiny_corpus(tmp_path / "corpus")
     run_dir, results = tmp_path / "run", tmp_path / "results"
@@ -119,6 +121,7 @@ def _teardown_worker(rank: int, port: int, corpus_root: str, cache_dir: str, run
         json.dump({"status": result.status, "step": result.step, **seen}, handle)
 
 
+@pytest.mark.slow
 def test_ranks_leave_train_without_deadlocking_in_process_group_teardown(tmp_path):
     """Regression: rank 1 sometimes slept forever after training (torchrun never returned).
 

@@ -22,7 +22,7 @@ import torch
 from audio_vqvae.commands.main import main as cli_main
 from audio_vqvae.config import ExperimentConfig
 
-from helpers import REPO, make_tiny_corpus, recipe_command, subprocess_env, tiny_overrides
+from helpers import REPO, recipe_command, subprocess_env, tiny_overrides
 
 BIN = Path(sys.executable).parent
 CONSOLE_SCRIPT = BIN / "audio-vqvae"
@@ -61,15 +61,10 @@ def make_demo(processes: int, demo_args: list[str]) -> list[str]:
             f"DEMO_PROCS={processes}", "DEMO_ARGS=" + " ".join(demo_args)]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
-
-
 # ------------------------------------------------------------------ 1. make demo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_make_demo_typo_is_our_one_line(processes, tmp_path):
     out = tmp_path / "run"
@@ -124,6 +119,7 @@ def _run_in_terminal(command: list[str], *, ready, timeout: float) -> tuple[int,
     return status, output.decode(errors="replace").replace("\r\n", "\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_make_demo_ctrl_c_checkpoints_and_exits_quietly(processes, corpus, tmp_path):
     out = tmp_path / "run"
@@ -150,6 +146,7 @@ def test_make_demo_ctrl_c_checkpoints_and_exits_quietly(processes, corpus, tmp_p
 # ------------------------------------------------------------------ 3. options are checked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, wanted", [
     (["convert", "--temperature", "-1"], "argument --temperature: expected a number >= 0, got '-1'"),
     (["convert", "--temperature", "nan"], "argument --temperature: expected a number >= 0, got 'nan'"),
@@ -197,6 +194,7 @@ def test_every_numeric_option_is_range_checked_and_its_range_is_in_the_help(comm
     assert accepted.replace("comma-separated, each ", "") in help_text, (accepted, help_text)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, wanted", [
     ("train.learning_rate=.nan", "train.learning_rate: expected a finite number, got nan"),
     ("train.max_steps=0", "train.max_steps must be a positive integer, got 0"),
@@ -241,6 +239,7 @@ def test_every_numeric_config_key_is_validated():
 # ------------------------------------------------------------------ 4. --resume without a checkpoint
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exists", [False, True])
 def test_resume_without_a_checkpoint_stops_naming_the_folder(exists, tmp_path):
     out = tmp_path / "mistyped"
@@ -259,6 +258,7 @@ def test_resume_without_a_checkpoint_stops_naming_the_folder(exists, tmp_path):
 # ------------------------------------------------------------------ 5. errors name the real cause
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_device_cuda_without_cuda_says_so(checkpoint, speech, tmp_path):
     result = console("reconstruct", "--checkpoint", checkpoint, "--input", speech, "--output", tmp_path / "o.wav",
@@ -269,6 +269,7 @@ def test_device_cuda_without_cuda_says_so(checkpoint, speech, tmp_path):
     assert not (tmp_path / "o.wav").exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_folder_and_truncated_checkpoint_are_named_as_such(checkpoint, speech, tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -288,6 +289,7 @@ def test_checkpoint_folder_and_truncated_checkpoint_are_named_as_such(checkpoint
     assert not (tmp_path / "c.npy").exists()
 
 
+@pytest.mark.slow
 def test_prepare_and_evaluate_advise_their_own_options(checkpoint, tmp_path):
     result = console("prepare", "--corpus", "vctk", "--data-root", tmp_path / "nowhere", "--quiet",
                      "--out", tmp_path / "cache")
@@ -304,6 +306,7 @@ def test_prepare_and_evaluate_advise_their_own_options(checkpoint, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_encode_reports_the_entropy_bitrate_like_evaluate(checkpoint, speech, tmp_path):
     from audio_vqvae.evaluation.metrics import code_statistics
 
@@ -319,6 +322,7 @@ def test_encode_reports_the_entropy_bitrate_like_evaluate(checkpoint, speech, tm
 # ------------------------------------------------------------------ 6. smaller
 
 
+@pytest.mark.slow
 def test_aborted_recipe_leaves_no_run_directory(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(recipe_command(out, [], "--data-root", str(tmp_path / "no-corpus"), config=None),
@@ -329,6 +333,7 @@ def test_aborted_recipe_leaves_no_run_directory(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_help_texts_are_plain_and_current():
     reconstruct = console("reconstruct", "--help").stdout
     assert "``" not in reconstruct and ":func:" not in reconstruct and "file name" in reconstruct

@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from audio_vqvae.checkpoint import save_checkpoint
-from audio_vqvae.config import DataConfig, EncoderConfig, ExperimentConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.config import DataConfig, ExperimentConfig
 from audio_vqvae.data import prepare_corpus
 from audio_vqvae.evaluation.metrics import (
     LEVELS,
@@ -30,7 +30,7 @@ from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features
 from audio_vqvae.model import VQVAE
 from audio_vqvae.mulaw import mu_law_class_bounds, mu_law_encode
 
-from helpers import parallel_vctk, run, speech_like, write
+from helpers import parallel_vctk, run, speech_like, tiny_config, write
 
 RATE = 8000
 MODEL_SPEAKERS = ["p225", "p226", "p227"]
@@ -219,15 +219,6 @@ def test_window_features_cut_half_overlapping_windows():
 # ------------------------------------------------------------------ the command
 
 
-def tiny_model_config() -> ModelConfig:
-    return ModelConfig(
-        sample_rate=RATE, num_speakers=len(MODEL_SPEAKERS),
-        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
-        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A parallel corpus of 4 speakers x 5 sentences (1 held out each) and a tiny model that knows 3 of them."""
@@ -235,7 +226,7 @@ def tiny(tmp_path_factory):
     root = parallel_vctk(tmp / "corpus", CORPUS_SPEAKERS, 5)
     data = DataConfig(corpus="vctk", data_root=str(root), cache_dir=str(tmp / "cache"), loader_workers=0,
                       prepare_workers=0, valid_utterances_per_speaker=1)
-    config = tiny_model_config()
+    config = tiny_config(num_speakers=len(MODEL_SPEAKERS))
     torch.manual_seed(0)
     model = VQVAE(config, speakers=[{"id": i, "name": name} for i, name in enumerate(MODEL_SPEAKERS)])
     checkpoint = tmp / "tiny.pt"
@@ -256,6 +247,7 @@ def evaluate_command(checkpoint, out, *extra, judges="fast"):
                "--seconds", 0.25, "--classifier-utterances", 3, "--no-progress", *skip, *extra)
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "eval" / "report.json"
     assert evaluate_command(tiny["checkpoint"], out, "--run-dir", tmp_path / "run", judges="all") == 0
@@ -286,7 +278,9 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     rec = report["reconstruction"]
     assert rec["clips"] == 3 and rec["baseline_pairs"] == 3 and rec["clip_seconds"] == 0.25
     assert rec["mcd_db"] > 0 and rec["lsd_db"] > 0 and rec["baseline_mcd_db"] > 0
-    assert 0.0 <= rec["voiced_share"] <= 1.0 and 0.0 <= rec["original_voiced_share"] <= 1.0
+    # The originals are harmonic (helpers.speech_like): pYIN calls most of their frames voiced, and fewer of the
+    # noise an untrained decoder makes of them.
+    assert rec["original_voiced_share"] > 0.5 and rec["voiced_share"] < rec["original_voiced_share"]
 
     spk = report["speaker_id"]
     assert spk["available"] and spk["classes"] == 3 and spk["chance"] == pytest.approx(1 / 3)
@@ -314,7 +308,10 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     assert report["speaker_id_multicondition"]["noise_snrs_db"] == [10.0, 20.0, 30.0]
     assert report["speaker_id"]["noise_snrs_db"] == [] and report["speaker_id"]["controls"] == 6
     encoder = report["speaker_encoder"]
-    assert -1 <= encoder["conversion_secs_intended"] <= 1 and -1 <= encoder["control_secs_source"] <= 1
+    # Real clips are nearer their speaker's centroid than an untrained decoder's conversions are to their target's,
+    # and an f0-only control (the source clip, pitch moved) stays nearer its source than a conversion does.
+    assert encoder["original_secs_intended"] > encoder["conversion_secs_intended"]
+    assert encoder["control_secs_source"] > encoder["conversion_secs_source"]
     for kind in ("conversion", "control"):  # a share of the 6 items, each compared on its own
         closer = encoder[f"{kind}_closer_to_intended"] * 6
         assert closer == pytest.approx(round(closer)) and 0 <= closer <= 6, kind
@@ -433,7 +430,7 @@ def pitch_model_checkpoint(tiny, checkpoint, **decoder):
     assert evaluate_command(tiny["checkpoint"], checkpoint.with_suffix(".plain.json")) == 0  # prepares the cache
     table = {entry["name"]: entry for entry in PreparedCorpus.open(tiny["cache"]).speakers}
     assert all(table[name]["log_f0_mean"] is not None for name in MODEL_SPEAKERS)
-    config = tiny_model_config()
+    config = tiny_config(num_speakers=len(MODEL_SPEAKERS))
     for name, value in decoder.items():
         setattr(config.decoder, name, value)
     torch.manual_seed(0)
@@ -454,6 +451,7 @@ def test_evaluate_a_model_with_a_source_excitation(tiny, tmp_path):
     assert report["reconstruction"]["clips"] == 3 and report["parallel"]["pairs"] == 6
 
 
+@pytest.mark.slow
 def test_evaluate_the_deterministic_part_alone(tiny, tmp_path, capsys):
     """--part deterministic judges the harmonic part alone: no sampling, so any seed gives the same report."""
     checkpoint = pitch_model_checkpoint(tiny, tmp_path / "harmonic.pt", harmonics=4)

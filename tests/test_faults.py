@@ -71,12 +71,6 @@ def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
-
-
 @pytest.fixture
 def small_filesystem(tmp_path):
     """Mount a tmpfs of a given size (root only); skipped where mounting is impossible (no privilege)."""
@@ -153,6 +147,7 @@ def test_a_second_run_into_a_busy_run_directory_stops_naming_the_holder(corpus, 
 # ------------------------------------------------------------------ 2. a full disk
 
 
+@pytest.mark.slow
 def test_prepare_on_a_full_disk_says_so_in_one_line_and_leaves_no_temporary_files(small_filesystem, corpus):
     place = small_filesystem("160k")
     result = cli("prepare", "--corpus", "folders", "--data-root", corpus[0], "--out", place / "cache",
@@ -190,6 +185,7 @@ def test_training_and_its_resume_on_a_full_disk_stop_in_one_line_keeping_the_che
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_convert_to_a_full_disk_says_how_much_it_needed(small_filesystem, checkpoint, speech):
     place = small_filesystem("64k")
     fill(place)
@@ -220,6 +216,7 @@ def _prepare_again(cache: Path, corpus_root: Path) -> subprocess.CompletedProces
     return result
 
 
+@pytest.mark.slow
 def test_overwritten_audio_is_found_by_prepare_and_rebuilt(cache, corpus):
     intact = (cache / "audio.npy").read_bytes()
     with open(cache / "audio.npy", "r+b") as handle:
@@ -231,12 +228,9 @@ def test_overwritten_audio_is_found_by_prepare_and_rebuilt(cache, corpus):
     assert temporaries(cache) == [] and not (cache / ".work").exists()
 
 
-SLOW = pytest.mark.slow
-
-
-@pytest.mark.parametrize("damage", ["truncate pitch.npy", *(pytest.param(d, marks=SLOW) for d in (
-    "truncate audio.npy", "empty audio.npy", "header audio.npy", "truncate utterances.json",
-    "offsets utterances.json"))])
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate pitch.npy", "truncate audio.npy", "empty audio.npy", "header audio.npy",
+                                    "truncate utterances.json", "offsets utterances.json"])
 def test_a_damaged_cache_is_refused_naming_the_file_and_prepare_repairs_it(cache, corpus, damage):
     action, name = damage.split()
     path = cache / name
@@ -336,6 +330,7 @@ def test_outputs_that_cannot_be_written_fail_in_one_line_before_any_work(tmp_pat
     assert trained.returncode == 2 and "is a file, not a folder" in one_line(trained.stderr)
 
 
+@pytest.mark.slow
 def test_a_read_only_filesystem_is_named_before_any_work(small_filesystem, checkpoint, speech):
     place = small_filesystem("1m", "ro")
     result = cli("encode", "--checkpoint", checkpoint, "--input", speech, "--output", place / "codes.npy")
@@ -347,7 +342,8 @@ def test_a_read_only_filesystem_is_named_before_any_work(small_filesystem, check
 # ------------------------------------------------------------------ 8. non-finite audio
 
 
-@pytest.mark.parametrize("value", [np.nan, pytest.param(np.inf, marks=SLOW)])
+@pytest.mark.slow
+@pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_audio_is_one_line_and_status_2(tmp_path, checkpoint, value):
     audio = speech_like(0.3, 8000, seed=0).astype(np.float32)
     audio[100:110] = value
@@ -398,6 +394,7 @@ def test_speech_at_another_level_changes_the_codes_without_the_normalisation(che
     assert not torch.equal(quiet, normal)
 
 
+@pytest.mark.slow
 def test_the_recipes_leave_no_lock_behind_after_bad_input(corpus, tmp_path):
     out = tmp_path / "run"
     result = recipe(out, [*tiny_overrides(*corpus), "data.batch_size=1000"])

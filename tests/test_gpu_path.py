@@ -140,12 +140,6 @@ def test_device_auto_on_this_machine_gives_the_audio_of_its_device(pitch_checkpo
 TINY_LIMIT = "0.00000001"  # minutes (0.6 ms, less than any step); as text: YAML reads 1e-8 as a string
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
-
-
 def _config(corpus, **train_settings):
     from audio_vqvae.config import ExperimentConfig, apply_overrides
     from audio_vqvae.training.recipe import qualify_overrides
@@ -271,7 +265,8 @@ def _steps(device: torch.device, bf16: bool, steps: int = 5) -> list[float]:
 BF16_TOLERANCE = 0.02  # relative, per step; measured with CPU bf16 autocast: at most 0.3 % over these 5 steps
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow),
+                                    pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_bf16_steps_track_fp32(one_thread, device):
     full, mixed = _steps(torch.device(device), False), _steps(torch.device(device), True)
     assert full[-1] < full[0]  # it learns, so the comparison is between training trajectories

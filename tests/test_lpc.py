@@ -9,7 +9,7 @@ import torch
 from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter
 
-from audio_vqvae.config import ConfigError, EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.config import ConfigError, ModelConfig, WaveNetConfig
 from audio_vqvae.generation.engine import generate
 from audio_vqvae.lpc import (
     frame_autocorrelation,
@@ -22,6 +22,8 @@ from audio_vqvae.lpc import (
 )
 from audio_vqvae.model import VQVAE
 from audio_vqvae.mulaw import mu_law_encode
+
+from helpers import tiny_config
 
 RATE = 8000
 
@@ -86,13 +88,7 @@ def test_predicted_filters_are_stable():
 def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0) -> VQVAE:
     """A tiny decoder that synthesises: an LPC split of ``order`` and/or a harmonic part of ``harmonic_part``
     harmonics (audio_vqvae.harmonic), made loud so that it matters to every sample."""
-    config = ModelConfig(
-        sample_rate=RATE, num_speakers=3,
-        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
-        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4, lpc_order=order,
-                              excitation_harmonics=harmonics, harmonics=harmonic_part))
+    config = tiny_config(harmonics, lpc_order=order, harmonics=harmonic_part)
     torch.manual_seed(0)
     model = VQVAE(config).eval()
     with torch.no_grad():

@@ -139,6 +139,7 @@ def test_input_noise_perturbs_only_the_decoders_inputs_and_only_while_training()
         VQVAE(tiny_config(input_noise=-1.0))
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_one_clip():
     torch.manual_seed(0)
     model = VQVAE(tiny_config(**{"time_jitter": 0.0}))

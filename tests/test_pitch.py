@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
+from audio_vqvae.config import ModelConfig
 from audio_vqvae.generation.engine import generate
 from audio_vqvae.model import VQVAE
 from audio_vqvae.pitch import (
@@ -20,6 +20,8 @@ from audio_vqvae.pitch import (
     speaker_log_f0,
     track_pitch,
 )
+
+from helpers import tiny_config
 
 RATE = 8000
 
@@ -123,12 +125,7 @@ def test_excitation_channels_are_masked_harmonics():
 
 
 def excitation_model(harmonics: int = 3) -> VQVAE:
-    config = ModelConfig(
-        sample_rate=RATE, num_speakers=2,
-        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
-        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=harmonics))
+    config = tiny_config(harmonics, num_speakers=2)
     torch.manual_seed(0)
     return VQVAE(config).eval()
 

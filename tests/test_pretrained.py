@@ -4,19 +4,15 @@ import pytest
 import torch
 
 from audio_vqvae.checkpoint import load_checkpoint, load_model, save_checkpoint
-from audio_vqvae.config import EncoderConfig, ModelConfig, QuantizerConfig, WaveNetConfig
 from audio_vqvae.errors import CheckpointError
 from audio_vqvae.model import VQVAE
 from audio_vqvae.pretrained import export_model, shipped_path
 
+from helpers import tiny_config
+
 
 def tiny_model() -> VQVAE:
-    config = ModelConfig(
-        sample_rate=8000, num_speakers=2,
-        encoder=EncoderConfig(hidden_channels=8, strides=(2, 4), residual_layers=1),
-        quantizer=QuantizerConfig(num_codes=16, code_dim=4, data_init=False),
-        decoder=WaveNetConfig(stacks=1, layers_per_stack=3, residual_channels=8, gate_channels=8, skip_channels=8,
-                              conditioning_channels=4, speaker_dim=4, excitation_harmonics=2))
+    config = tiny_config(2, num_speakers=2, layers_per_stack=3)
     torch.manual_seed(0)
     return VQVAE(config, speakers=[{"id": 0, "name": "a", "log_f0_mean": 4.7, "log_f0_std": 0.1},
                                    {"id": 1, "name": "b", "log_f0_mean": 5.3, "log_f0_std": 0.1}])

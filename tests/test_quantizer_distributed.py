@@ -2,13 +2,13 @@
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from audio_vqvae.quantizer import VectorQuantizer
-
-from helpers import free_port
+from audio_vqvae.training.launch import free_port
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str, update: str) -> None:
@@ -30,6 +30,7 @@ def _run(tmp_path, update):
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
 
+@pytest.mark.slow
 def test_ema_statistics_and_restarts_are_identical_on_every_rank(tmp_path):
     first, second = _run(tmp_path, "ema")
     for key in first:

@@ -14,15 +14,9 @@ from audio_vqvae.checkpoint import load_model
 from audio_vqvae.training.logs import read_metrics
 from audio_vqvae.training.recipe import main as recipe_main
 
-from helpers import REPO, make_tiny_corpus, recipe_command, run_recipe, subprocess_env, tiny_overrides
+from helpers import REPO, recipe_command, run_recipe, subprocess_env, tiny_overrides
 
 STEPS = 30  # 5 batches per epoch: the runs cross several epoch boundaries
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +32,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {record["step"]: record["loss"] for record in read_metrics(run_dir / "metrics.jsonl", "train")}
 
 
+@pytest.mark.slow
 def test_run_directory_holds_config_log_metrics_events_and_checkpoints(reference_run):
     names = {p.name for p in reference_run.iterdir()}
     assert {"config.yaml", "speakers.json", "train.log", "metrics.jsonl", "checkpoints"} <= names
@@ -57,6 +52,7 @@ def test_run_directory_holds_config_log_metrics_events_and_checkpoints(reference
     assert payload["experiment"]["model"]["num_speakers"] == 4
 
 
+@pytest.mark.slow
 def test_event_file_has_scalars_audio_and_images(reference_run):
     events = EventAccumulator(str(reference_run), size_guidance={"audio": 0, "images": 0, "scalars": 0,
                                                                  "histograms": 0})
@@ -84,6 +80,7 @@ def test_event_file_has_scalars_audio_and_images(reference_run):
     assert "valid/code_usage" in tags["histograms"]
 
 
+@pytest.mark.slow
 def test_sigint_then_resume_matches_an_uninterrupted_run(corpus, reference_run, tmp_path):
     out = tmp_path / "interrupted"
     overrides = tiny_overrides(*corpus, max_steps=STEPS, audio_every=10, checkpoint_every=10)
@@ -118,6 +115,7 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(corpus, reference_run, 
         assert torch.equal(tensor, final_resumed[name]), name
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten_without_resume(reference_run, corpus, capsys):
     status = recipe_main("vctk", REPO / "recipes" / "vctk",
                          ["--out", str(reference_run), "--no-progress", *tiny_overrides(*corpus)])

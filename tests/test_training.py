@@ -15,15 +15,9 @@ from audio_vqvae.training.logs import colorize, mel_image, read_metrics, usage_i
 from audio_vqvae.training.recipe import qualify_overrides
 from audio_vqvae.training.schedule import make_scheduler, warmup_cosine
 
-from helpers import REPO, make_tiny_corpus, tiny_overrides
+from helpers import REPO, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return make_tiny_corpus(root / "corpus"), root / "cache"
 
 
 def _config(corpus, **train) -> ExperimentConfig:

@@ -222,6 +222,7 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
         # the whole held-out split, not just the generated clips: ABX needs many phone tokens
         units = unit_report(model, prepared, [i for name in train_speakers for i in train[name]],
                             [i for name in sorted(set(heldout) & known) for i in heldout[name]], seed=settings.seed)
+    notes += units.pop("notes", [])
 
     report = {
         "checkpoint": str(checkpoint),

@@ -30,7 +30,8 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from audio_vqvae.data import PreparedCorpus
-from audio_vqvae.evaluation.metrics import PitchTrack, pitch_track
+from audio_vqvae.evaluation.metrics import track_pitch_pyin
+from audio_vqvae.pitch import PitchTrack
 
 KINDS = ("original", "reconstruction", "conversion", "control")
 
@@ -99,7 +100,7 @@ class Material:
     @cached_property
     def pitch_tracks(self) -> list[PitchTrack]:
         """pYIN pitch track of every clip (voicing and median f0), computed once for the judges that need it."""
-        return [pitch_track(clip.audio, self.sample_rate) for clip in self.clips]
+        return [track_pitch_pyin(clip.audio, self.sample_rate) for clip in self.clips]
 
     @property
     def sample_rate(self) -> int:

@@ -12,8 +12,8 @@ samples at 16 kHz) every 5 ms.
 * **Log-spectral distance**: per frame the RMS over STFT bins of the difference of the power spectra
   in dB, averaged over frames (time-paired). Both spectra are floored 80 dB below the reference's
   loudest bin, so bands the reference leaves empty count as "quiet", not as -300 dB.
-* **Median f0**: pYIN (Mauch & Dixon 2014) over the frames it calls voiced, 50-500 Hz in steps of
-  0.2 semitone (3x faster than librosa's default 0.1, within 0.6 % on harmonic tones).
+* **Median f0**: pYIN (Mauch & Dixon 2014, :func:`track_pitch_pyin`) over the frames it calls voiced,
+  50-500 Hz in steps of 0.2 semitone (3x faster than librosa's default 0.1, within 0.6 % on harmonic tones).
 * **Voiced share**: the share of pYIN's frames (10 ms hop) that it calls voiced. Generated audio
   that has the right loudness contour but no harmonic structure (what an undertrained WaveNet
   produces) scores near 0; the original speech it should reproduce scores well above.
@@ -55,6 +55,7 @@ import scipy.special
 import torch
 
 from audio_vqvae.mulaw import mu_law_class_bounds
+from audio_vqvae.pitch import PitchTrack
 
 CEPSTRUM_ORDER = 24    # c1..c24 enter the distortion
 MEL_BANDS = 40
@@ -128,41 +129,30 @@ def log_spectral_distance(reference: np.ndarray, other: np.ndarray, sample_rate:
     return float(np.sqrt((difference ** 2).mean(axis=0)).mean())
 
 
-@dataclass(frozen=True)
-class PitchTrack:
-    """pYIN's f0 (Hz, NaN where unvoiced) and voiced flags, one frame per 10 ms."""
+def track_pitch_pyin(audio: np.ndarray, sample_rate: int) -> PitchTrack:
+    """Track f0 with pYIN, 50-500 Hz in steps of 0.2 semitone, one frame per 10 ms (0 Hz where unvoiced).
 
-    f0: np.ndarray
-    voiced: np.ndarray
-
-    @property
-    def median_f0(self) -> float:
-        """Median f0 in Hz of the voiced frames; NaN when none is."""
-        return float(np.median(self.f0[self.voiced])) if self.voiced.any() else math.nan
-
-    @property
-    def voiced_share(self) -> float:
-        """Share of the frames called voiced (0 for audio shorter than one frame)."""
-        return float(self.voiced.mean()) if self.voiced.size else 0.0
-
-
-def pitch_track(audio: np.ndarray, sample_rate: int) -> PitchTrack:
-    """Track f0 with pYIN, 50-500 Hz in steps of 0.2 semitone, one frame per 10 ms."""
+    The evaluation's tracker, not the model's (:func:`audio_vqvae.pitch.track_pitch`, Praat): Praat calls
+    far more frames of noisy speech voiced (docs/results.md, "Pitch tracker"), so measuring generated audio
+    with it would change ``voiced_share`` and the f0 ratios, and recorded evaluations would stop being
+    comparable.
+    """
     frame_length = 2 ** round(math.log2(0.064 * sample_rate))  # two periods of the lowest f0
+    hop_length = max(1, sample_rate // 100)
     f0, voiced, _ = librosa.pyin(np.asarray(audio, dtype=np.float32), fmin=F0_RANGE[0], fmax=F0_RANGE[1],
-                                 sr=sample_rate, frame_length=frame_length, hop_length=max(1, sample_rate // 100),
+                                 sr=sample_rate, frame_length=frame_length, hop_length=hop_length,
                                  resolution=F0_RESOLUTION)
-    return PitchTrack(f0, voiced)
+    return PitchTrack(f0=np.where(voiced, f0, 0.0), voiced=voiced, hop_length=hop_length)
 
 
 def median_f0(audio: np.ndarray, sample_rate: int) -> float:
     """Median f0 in Hz of the frames pYIN calls voiced; NaN when none is."""
-    return pitch_track(audio, sample_rate).median_f0
+    return track_pitch_pyin(audio, sample_rate).median_f0
 
 
 def voiced_share(audio: np.ndarray, sample_rate: int) -> float:
     """Share of the frames pYIN calls voiced (0 for audio shorter than one frame)."""
-    return pitch_track(audio, sample_rate).voiced_share
+    return track_pitch_pyin(audio, sample_rate).voiced_share
 
 
 @dataclass

@@ -63,7 +63,7 @@ def run_workers(command: Sequence[str], processes: int) -> int:
     """Start ``processes`` copies of ``command``, wait for them and return the job's exit status."""
     environment = dict(os.environ)
     if processes > 1:
-        environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(processes),
+        environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(processes),
                            LOCAL_WORLD_SIZE=str(processes))
         # As torchrun: one thread per process, so that N processes share N cores instead of N x N threads.
         environment.setdefault("OMP_NUM_THREADS", "1")
@@ -211,8 +211,9 @@ def _terminal_foreground() -> Iterator[None]:
         signal.signal(signal.SIGTTOU, previous)
 
 
-def _free_port() -> int:
-    """A TCP port free on this machine for rank 0's rendezvous store."""
+def free_port() -> int:
+    """A TCP port free on the loopback interface now, for rank 0's rendezvous store (the tests' process groups
+    use it too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
