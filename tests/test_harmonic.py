@@ -164,13 +164,19 @@ def test_generation_in_chunks_keeps_the_phase_and_the_deterministic_part_is_h():
 
 
 def test_a_checkpoint_from_before_the_harmonic_part_loads_and_generates_the_same_samples():
-    """tests/fixtures/old_lpc_model.ckpt and its samples were written by the library at commit 183029f."""
+    """tests/fixtures/old_lpc_model.ckpt and its samples were written by the library at commit 183029f, with torch
+    on 2 threads: the conditioning's convolutions round differently on 1 (by ~1e-8), so the test runs on 2."""
     model = load_model(FIXTURES / "old_lpc_model.ckpt")
     expected = np.load(FIXTURES / "old_lpc_model_samples.npz")
-    audio = model.decode(torch.from_numpy(expected["codes"]), torch.tensor([0, 1]), seeds=[3, 4],
-                         pitch=torch.from_numpy(expected["pitch"]), method="torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        audio = model.decode(torch.from_numpy(expected["codes"]), torch.tensor([0, 1]), seeds=[3, 4],
+                             pitch=torch.from_numpy(expected["pitch"]), method="torch")
+        fused = model.decode(torch.from_numpy(expected["codes"]), torch.tensor([0, 1]), seeds=[3, 4],
+                             pitch=torch.from_numpy(expected["pitch"]), method="fused")
+    finally:
+        torch.set_num_threads(threads)
     assert model.decoder.harmonic is None
     assert np.array_equal(audio.numpy(), expected["audio"])
-    fused = model.decode(torch.from_numpy(expected["codes"]), torch.tensor([0, 1]), seeds=[3, 4],
-                         pitch=torch.from_numpy(expected["pitch"]), method="fused")
     assert np.array_equal(fused.numpy(), expected["audio"])
