@@ -297,9 +297,9 @@ class VQVAE(nn.Module):
         if not self.synthesises:
             return None
         harmonic, envelope = self.decoder.harmonic, self.decoder.envelope
-        offset = None if harmonic is None else harmonic.signal(self.part_inputs(vectors, speaker, pitch, length))
-        coefficients = (None if envelope is None
-                        else envelope.coefficients(self.part_inputs(vectors, speaker, pitch, length)))
+        inputs = self.part_inputs(vectors, speaker, pitch, length)
+        offset = None if harmonic is None else harmonic.signal(inputs)
+        coefficients = None if envelope is None else envelope.coefficients(inputs)
         return synthesis_rows(offset, coefficients)
 
     @torch.no_grad()
