@@ -154,6 +154,13 @@ class WaveNetConfig(_Config):
     harmonics: int = 0
     # Weight of the harmonic part's loss (residual energy on voiced samples relative to theirs).
     harmonic_weight: float = 1.0
+    # Noise envelope (false = off, the paper's model): a frame-rate network predicts the log RMS of what the
+    # synthesis parts leave from the codes and the speaker, and the WaveNet draws that excitation on a scale of
+    # 8x the predicted RMS (generation emits p + g e). Needs a synthesis part (harmonics or lpc_order).
+    # See audio_vqvae.noise.
+    noise_envelope: bool = False
+    # Weight of the noise envelope's loss (squared error of the log RMS per code frame).
+    noise_weight: float = 1.0
 
     @property
     def excitation_channels(self) -> int:
@@ -181,6 +188,10 @@ class WaveNetConfig(_Config):
         if not 0 <= self.harmonics <= 256:
             raise ConfigError(f"decoder.harmonics must be 0 (off) to 256, got {self.harmonics}")
         _require_range(self, "harmonic_weight", "decoder", minimum=0.0)
+        _require_range(self, "noise_weight", "decoder", minimum=0.0)
+        if self.noise_envelope and not (self.harmonics or self.lpc_order):
+            raise ConfigError("decoder.noise_envelope scales what a synthesis part leaves: it needs decoder.harmonics "
+                              "or decoder.lpc_order")
         if self.gate_channels % 2:
             raise ConfigError(f"decoder.gate_channels must be even (tanh and sigmoid halves), got {self.gate_channels}")
 

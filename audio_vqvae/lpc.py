@@ -172,18 +172,22 @@ def sample_coefficients(raw: torch.Tensor, hop: int, length: int) -> torch.Tenso
     return per_sample(prediction_coefficients(reflections_from(raw.detach()).double()), hop, length)
 
 
-def synthesis_rows(offset: Optional[torch.Tensor], coefficients: Optional[torch.Tensor]) -> torch.Tensor:
-    """What generation's synthesis needs per sample: DoubleTensor[B x T x (1 + M)], column 0 a known offset
-    ``h[t]`` (the harmonic part, :mod:`audio_vqvae.harmonic`; zero without one) and columns 1..M the
-    prediction coefficients (none without ``lpc_order``).
+def synthesis_rows(offset: Optional[torch.Tensor], coefficients: Optional[torch.Tensor],
+                   gain: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """What generation's synthesis needs per sample: DoubleTensor[B x T x (2 + M)], column 0 a known offset
+    ``h[t]`` (the harmonic part, :mod:`audio_vqvae.harmonic`; zero without one), column 1 the gain ``g[t]`` the
+    drawn excitation is scaled by (the noise envelope, :mod:`audio_vqvae.noise`; one without it) and columns
+    2..M+1 the prediction coefficients (none without ``lpc_order``).
 
     Every generation path then computes ``p[t] = Σ_i c_i u[t − i] + h[t]`` (clamped to [-1, 1]) on the
-    residual ``u = s − h`` of the samples so far, and emits ``s[t] = p[t] + e[t]``; without an offset
-    ``u = s`` (the LPC split), without coefficients ``p = h``.
+    residual ``u = s − h`` of the samples so far, and emits ``s[t] = p[t] + g[t] e[t]``; without an offset
+    ``u = s`` (the LPC split), without coefficients ``p = h``. A gain of one multiplies exactly, so a decoder
+    without a noise envelope makes the samples it made before the gain existed.
 
     Args:
         offset: Tensor[B x T] or None.
         coefficients: Tensor[B x T x M] (:func:`sample_coefficients`) or None; not both None.
+        gain: Tensor[B x T] or None.
     """
     if offset is None and coefficients is None:
         raise ValueError("synthesis_rows needs an offset, coefficients or both")
@@ -191,7 +195,9 @@ def synthesis_rows(offset: Optional[torch.Tensor], coefficients: Optional[torch.
         coefficients = offset.new_zeros(offset.shape + (0,), dtype=torch.float64)
     if offset is None:
         offset = coefficients.new_zeros(coefficients.shape[:2], dtype=torch.float64)
-    return torch.cat([offset.double().unsqueeze(2), coefficients.double()], dim=2)
+    if gain is None:
+        gain = torch.ones(offset.shape, dtype=torch.float64, device=offset.device)
+    return torch.cat([offset.double().unsqueeze(2), gain.double().unsqueeze(2), coefficients.double()], dim=2)
 
 
 def envelope_loss(raw: torch.Tensor, signal: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:

@@ -236,7 +236,14 @@ class VQVAE(nn.Module):
                 predictions[part.loss_name] = split.prediction
             predicted = predicted.clamp(-1.0, 1.0)
             quantization = self.decoder.quantization_channels
-            targets = mu_law_encode(signal.double() - predicted, quantization)
+            excitation = signal.double() - predicted
+            noise = self.decoder.noise
+            if noise is not None:  # the WaveNet draws the excitation on the scale the envelope predicts
+                gain, losses[noise.loss_name] = noise.scale(self.part_inputs(code_vectors, speaker, pitch,
+                                                                             audio.shape[1]), excitation)
+                weights[noise.loss_name] = noise.loss_weight
+                excitation = excitation / gain
+            targets = mu_law_encode(excitation, quantization)
             prediction = mu_law_encode(predicted, quantization)
         conditioning = self.conditioning(code_vectors, audio.shape[1], pitch)
         logits = self.decoder(self._noisy_inputs(inputs), conditioning, speaker, prediction)
@@ -260,7 +267,7 @@ class VQVAE(nn.Module):
                        pitch: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """What generation needs from LongTensor[B x T'] codes: conditioning Tensor[B x C x T] at the sample rate
         and, for a decoder that synthesises (:attr:`synthesises`), its per-sample synthesis rows
-        DoubleTensor[B x T x (1 + M)]: the harmonic part ``h`` and the LPC prediction coefficients
+        DoubleTensor[B x T x (2 + M)]: the harmonic part ``h``, the noise envelope's gain and the LPC coefficients
         (:func:`audio_vqvae.lpc.synthesis_rows`; else None).
 
         ``lengths`` (samples per utterance) lets a batch hold utterances of different lengths: each is
@@ -279,7 +286,7 @@ class VQVAE(nn.Module):
             raise ValueError(f"lengths must be {batch} sample counts in 1..{full}, got {lengths}")
         steps = max(lengths)
         conditioning = vectors.new_zeros(batch, self.config.decoder.conditioning_channels, steps)
-        synthesis = (vectors.new_zeros(batch, steps, 1 + self.config.decoder.lpc_order, dtype=torch.float64)
+        synthesis = (vectors.new_zeros(batch, steps, 2 + self.config.decoder.lpc_order, dtype=torch.float64)
                      if self.synthesises else None)
         for row, length in enumerate(lengths):
             used = vectors[row:row + 1, :, :-(-length // self.hop_length)]
@@ -292,15 +299,16 @@ class VQVAE(nn.Module):
     def _synthesis(self, vectors: torch.Tensor, speaker: torch.Tensor, pitch: Optional[torch.Tensor],
                    length: int) -> Optional[torch.Tensor]:
         """:func:`audio_vqvae.lpc.synthesis_rows` of Tensor[B x D x T'] code vectors (None without a synthesis):
-        what the synthesis parts precompute for generation, the harmonic part's ``h`` and the LPC split's
-        coefficients."""
+        what the parts precompute for generation, the harmonic part's ``h``, the noise envelope's gain and the
+        LPC split's coefficients."""
         if not self.synthesises:
             return None
-        harmonic, envelope = self.decoder.harmonic, self.decoder.envelope
+        harmonic, envelope, noise = self.decoder.harmonic, self.decoder.envelope, self.decoder.noise
         inputs = self.part_inputs(vectors, speaker, pitch, length)
         offset = None if harmonic is None else harmonic.signal(inputs)
         coefficients = None if envelope is None else envelope.coefficients(inputs)
-        return synthesis_rows(offset, coefficients)
+        gain = None if noise is None else noise.gain(inputs)
+        return synthesis_rows(offset, coefficients, gain)
 
     @torch.no_grad()
     def deterministic(self, codes: torch.Tensor, speaker: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:

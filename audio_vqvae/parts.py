@@ -9,14 +9,16 @@ code vectors, the speaker and the f0 for the whole utterance, before any sample 
 * a **synthesis part** predicts part of the signal, so that the WaveNet models only what is left: the harmonic
   part (:class:`audio_vqvae.harmonic.HarmonicPart`, ``decoder.harmonics``) and the LPC split
   (:class:`audio_vqvae.lpc.SourceFilter`, ``decoder.lpc_order``).
+* a **scaling part** predicts the scale of what is left, which the WaveNet draws on: the noise envelope
+  (:class:`audio_vqvae.noise.NoiseEnvelope`, ``decoder.noise_envelope``).
 
 Synthesis parts run in :attr:`audio_vqvae.wavenet.WaveNet.synthesis_parts` order; each one's
 :meth:`DecoderPart.split` predicts from the residual the earlier ones leave (the harmonic part from the
 signal ``s``, the LPC split from ``s − h``), with its own loss. The WaveNet's targets are the classes of
 the last residual; its prediction input is the class of the predictions' sum. Generation needs the same
 predictions sample by sample; :func:`audio_vqvae.lpc.synthesis_rows` lays out what the parts precompute for it
-(the harmonic part's offset ``h[t]``, the LPC split's coefficients), one row per sample, which every
-generation path turns into ``p[t]`` in one place.
+(the harmonic part's offset ``h[t]``, the noise envelope's gain, the LPC split's coefficients), one row per
+sample, which every generation path turns into ``p[t]`` in one place.
 
 A new part is one class here in its own module (its network, :meth:`~DecoderPart.split` or
 :meth:`~DecoderPart.condition`, its loss's name and weight), its test, its config field, and one line in
@@ -73,12 +75,14 @@ class DecoderPart:
     Attributes:
         needs_pitch: whether its inputs include the f0 rows (then every call to the model needs them).
         synthesises: whether it is a synthesis part (:meth:`split`).
+        scales: whether it scales what the WaveNet draws (the noise envelope, :mod:`audio_vqvae.noise`).
         loss_name: the name of its loss in :attr:`audio_vqvae.model.VQVAEOutput.losses` (synthesis parts).
         loss_weight: the loss's weight in the total (its config's ``*_weight``).
     """
 
     needs_pitch: bool = False
     synthesises: bool = False
+    scales: bool = False
     loss_name: Optional[str] = None
     loss_weight: float = 1.0
 

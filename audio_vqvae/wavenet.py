@@ -30,6 +30,7 @@ from audio_vqvae.config import WaveNetConfig
 from audio_vqvae.excitation import SourceExcitation
 from audio_vqvae.harmonic import HarmonicPart
 from audio_vqvae.lpc import SourceFilter
+from audio_vqvae.noise import NoiseEnvelope
 from audio_vqvae.parts import DecoderPart
 
 
@@ -175,11 +176,15 @@ class WaveNet(nn.Module):
         # The harmonic part (audio_vqvae.harmonic): h from the codes, the speaker and f0.
         self.harmonic = (HarmonicPart(code_dim, config.speaker_dim, config.harmonics,
                                       loss_weight=config.harmonic_weight) if config.harmonics else None)
+        # The noise envelope (audio_vqvae.noise): the scale of the excitation the WaveNet draws.
+        self.noise = (NoiseEnvelope(code_dim, config.speaker_dim, loss_weight=config.noise_weight)
+                      if config.noise_envelope else None)
 
     @property
     def parts(self) -> list[DecoderPart]:
-        """The decoder's optional parts that are on: conditioning parts first, then :attr:`synthesis_parts`."""
-        return [part for part in (self.excitation, *self.synthesis_parts) if part is not None]
+        """The decoder's optional parts that are on: conditioning parts first, then :attr:`synthesis_parts`, then the
+        noise envelope."""
+        return [part for part in (self.excitation, *self.synthesis_parts, self.noise) if part is not None]
 
     @property
     def synthesis_parts(self) -> list[DecoderPart]:

@@ -24,6 +24,7 @@ from audio_vqvae.evaluation.metrics import (
     median_f0,
     mel_cepstral_distortion,
     mel_cepstrum,
+    silence_floor,
     voiced_share,
 )
 from audio_vqvae.evaluation.speaker_id import SpeakerClassifier, signal_features, window_features
@@ -151,6 +152,21 @@ def test_frame_levels_and_level_bits_by_hand():
     assert result["loud_bits_per_sample"] == pytest.approx(np.mean(decoder[8:]))
     assert result["loud_scored_bits_per_sample"] == pytest.approx(np.mean(decoder[8:13]))
     assert result["loud_lpc_bits_per_sample"] == 20.0
+
+
+def test_silence_floor_is_the_level_in_the_references_pauses_relative_to_its_loudest_frame():
+    frame = 256  # the 32 ms frames at 8 kHz
+    rng = np.random.default_rng(0)
+    loud = np.sin(np.arange(4 * frame) * 0.3) * 0.5  # RMS 0.5 / sqrt(2): about -9 dBFS
+    reference = np.concatenate([loud, np.zeros(2 * frame), np.full(2 * frame, 1e-3)])  # pauses 120 and ~51 dB down
+    other = reference.copy()
+    other[4 * frame:] = rng.standard_normal(4 * frame) * 10 ** (-40 / 20)  # a -40 dBFS floor in the pauses
+    original_db, other_db = silence_floor(reference, other, RATE)
+    loudest = 10 * math.log10(np.max(np.mean(loud.reshape(4, frame) ** 2, axis=1)))  # about 10 log10(0.125)
+    assert original_db == pytest.approx(np.median([-120.0] * 2 + [-60.0] * 2) - loudest)
+    assert other_db == pytest.approx(-40.0 - loudest, abs=0.5)
+    assert silence_floor(loud, loud, RATE) is None  # no pause
+    assert silence_floor(loud[:100], loud[:100], RATE) is None  # shorter than a frame
 
 
 def test_code_statistics_by_hand():
@@ -281,6 +297,9 @@ def test_evaluate_end_to_end(tiny, tmp_path, capsys):
     # The originals are harmonic (helpers.speech_like): pYIN calls most of their frames voiced, and fewer of the
     # noise an untrained decoder makes of them.
     assert rec["original_voiced_share"] > 0.5 and rec["voiced_share"] < rec["original_voiced_share"]
+    # The level in the originals' pauses is reported for the clips that have any (see the unit test above).
+    assert 0 <= rec["clips_with_pauses"] <= rec["clips"]
+    assert (rec["silence_floor_db"] is None) == (rec["clips_with_pauses"] == 0)
 
     spk = report["speaker_id"]
     assert spk["available"] and spk["classes"] == 3 and spk["chance"] == pytest.approx(1 / 3)

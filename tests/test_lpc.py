@@ -85,10 +85,11 @@ def test_predicted_filters_are_stable():
         assert np.abs(np.roots(np.concatenate([[1.0], -c]))).max() < 1  # poles of 1 / A(z) inside the unit circle
 
 
-def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0) -> VQVAE:
+def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0, noise: bool = False) -> VQVAE:
     """A tiny decoder that synthesises: an LPC split of ``order`` and/or a harmonic part of ``harmonic_part``
-    harmonics (audio_vqvae.harmonic), made loud so that it matters to every sample."""
-    config = tiny_config(harmonics, lpc_order=order, harmonics=harmonic_part)
+    harmonics (audio_vqvae.harmonic), made loud so that it matters to every sample, and optionally a noise
+    envelope (audio_vqvae.noise) whose gain changes with the codes by a factor of about 3."""
+    config = tiny_config(harmonics, lpc_order=order, harmonics=harmonic_part, noise_envelope=noise)
     torch.manual_seed(0)
     model = VQVAE(config).eval()
     with torch.no_grad():
@@ -96,12 +97,16 @@ def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0) -> VQV
             model.decoder.envelope.output.bias.copy_(torch.linspace(1.5, -0.5, order))
         if harmonic_part:  # a loud periodic part
             model.decoder.harmonic.output.bias.copy_(torch.linspace(0.08, -0.04, 2 * harmonic_part))
+        if noise:  # gains of about 0.3 to 0.9 that follow the codes
+            model.decoder.noise.output.weight.mul_(40.0)
+            model.decoder.noise.output.bias.fill_(-3.0)
     return model
 
 
 # The decoders that synthesise: the LPC split, the harmonic part alone, and both (LPC on the harmonic residual).
 VARIANTS = {"lpc": {"order": 6}, "harmonic": {"order": 0, "harmonic_part": 5},
-            "harmonic+lpc": {"order": 6, "harmonic_part": 5}}
+            "harmonic+lpc": {"order": 6, "harmonic_part": 5},
+            "harmonic+lpc+noise": {"order": 6, "harmonic_part": 5, "noise": True}}
 
 
 def pitch_rows(batch: int, length: int, f0: float = 150.0) -> torch.Tensor:

@@ -97,7 +97,7 @@ def benchmark_preset(preset: str, decoder: WaveNet, sample_rate: int, batches: S
 def _random_synthesis(batch: int, steps: int, order: int, harmonics: int, device: torch.device) -> torch.Tensor:
     """Synthesis rows (:func:`audio_vqvae.lpc.synthesis_rows`) for a decoder that synthesises: stable prediction
     coefficients, one random filter per 64 samples (with ``order``), and a 120 Hz tone as the harmonic part
-    (with ``harmonics``): (B, T, 1 + M)."""
+    (with ``harmonics``): (B, T, 2 + M)."""
     from audio_vqvae.lpc import per_sample, prediction_coefficients, synthesis_rows
 
     frames = -(-steps // 64)

@@ -254,6 +254,10 @@ MEASURES: tuple[Measure, ...] = (
             _reference(lambda r: f"originals {percent(r['reconstruction']['original_voiced_share'])}; near 0 is noise "
                                  "without harmonics"),
             Target("≥ 60 %", lambda v, r: v >= 0.60), headline=True),
+    Measure(("reconstruction", "silence_floor_db"), "reconstructions in the originals' pauses (re loudest frame)",
+            _ONE, " dB",
+            _reference(lambda r: f"originals {r['reconstruction']['original_silence_floor_db']:.1f} dB: frames more "
+                                 "than 40 dB below the clip's loudest"), headline=True),
     *_speaker_rows("speaker_encoder", "speaker encoder", headline=True, targets=True),
     *_secs_rows(),
     *_speaker_rows("speaker_id_multicondition", "multi-condition classifier", headline=True, targets=False),

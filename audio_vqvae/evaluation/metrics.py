@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import librosa
 import numpy as np
@@ -67,6 +68,7 @@ MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
 LPC_ORDER = 16
 LEVEL_EDGES_DB = (-50.0, -30.0)  # frame RMS (dBFS): silence below the first, quiet up to the second, loud above
 LEVELS = ("silence", "quiet", "loud")
+SILENT_BELOW_DB = 40.0  # silence_floor: a frame this far below the clip's loudest is a pause
 MIN_PROBABILITY = 2.0 ** -40     # bits of a sample capped at 40
 
 
@@ -225,6 +227,29 @@ def frame_levels(audio: np.ndarray, frame: int) -> np.ndarray:
         level_db = 10.0 * math.log10(max(float(np.mean(piece ** 2)), 1e-20))
         levels[start:start + frame] = int(np.searchsorted(LEVEL_EDGES_DB, level_db))
     return levels
+
+
+def silence_floor(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> Optional[tuple[float, float]]:
+    """Levels in the reference's silent frames: ``(reference, audio)`` medians in dB relative to the reference's
+    loudest frame, over the 32 ms frames (:func:`analysis_frames`' window, not overlapping) of float[T] that lie
+    more than :data:`SILENT_BELOW_DB` below it; None where it has none. ``audio`` is time-aligned with
+    ``reference`` (a reconstruction): its level there is the noise floor a listener hears in the pauses.
+    """
+    frame = analysis_frames(sample_rate)[0]
+    count = min(len(reference), len(audio)) // frame
+    if count == 0:
+        return None
+
+    def levels(signal: np.ndarray) -> np.ndarray:
+        frames = np.asarray(signal[:count * frame], dtype=np.float64).reshape(count, frame)
+        return 10.0 * np.log10(np.maximum(np.mean(frames ** 2, axis=1), 1e-12))  # digital silence: -120 dB
+
+    original, other = levels(reference), levels(audio)
+    loudest = float(original.max())
+    silent = original < loudest - SILENT_BELOW_DB
+    if not silent.any():
+        return None
+    return float(np.median(original[silent])) - loudest, float(np.median(other[silent])) - loudest
 
 
 def level_bits(levels: np.ndarray, decoder_bits: np.ndarray, reference_bits: np.ndarray) -> dict:

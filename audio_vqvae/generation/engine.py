@@ -174,9 +174,10 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         chunk_steps: steps per chunk (progress is reported after each); default: about 64 MiB of
             precomputed gate biases (PyTorch path), 8 MiB (fused path, one utterance), or about 32k
             samples over the batch (fused path, batch > 1, which precomputes none).
-        synthesis: Tensor[B x T x (1 + M)] per-sample synthesis rows (:func:`audio_vqvae.lpc.synthesis_rows`:
-            the harmonic part and the LPC prediction coefficients), for a decoder that synthesises
-            (``lpc_order`` or ``harmonics``): the samples drawn are the excitation, added to the prediction.
+        synthesis: Tensor[B x T x (2 + M)] per-sample synthesis rows (:func:`audio_vqvae.lpc.synthesis_rows`:
+            the harmonic part, the excitation's gain and the LPC prediction coefficients), for a decoder that
+            synthesises (``lpc_order`` or ``harmonics``): the samples drawn are the excitation, scaled by the gain
+            and added to the prediction.
 
     Returns:
         :class:`~audio_vqvae.wavenet.GenerationOutput` with ``samples`` LongTensor[B x T] (and ``signal``
@@ -197,7 +198,7 @@ def generate(decoder: WaveNet, conditioning: torch.Tensor, speaker: torch.Tensor
         raise ValueError("a decoder with an LPC split or a harmonic part generates with its synthesis rows "
                          "(synthesis=..., VQVAE.decoder_inputs), and only it does")
     if synthesis is not None and synthesis.shape[:2] != (batch, steps):
-        raise ValueError(f"synthesis must have shape ({batch}, {steps}, 1 + order), got {tuple(synthesis.shape)}")
+        raise ValueError(f"synthesis must have shape ({batch}, {steps}, 2 + order), got {tuple(synthesis.shape)}")
     method = resolve_method(method, conditioning.device, synthesis=synthesis is not None)
     uniforms = draw_uniforms(seeds, steps) if temperature > 0 else torch.zeros(batch, steps, dtype=torch.float64)
     if chunk_steps is None:
@@ -252,7 +253,7 @@ def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teach
 
 class _Synthesis:
     """The synthesis of the PyTorch path, in float64: ``p[t] = Σ_i c[t, i] u[t − i] + h[t]`` on the residual
-    ``u = s − h`` and ``s[t] = p[t] + e[t]`` (:func:`audio_vqvae.lpc.synthesis_rows`).
+    ``u = s − h`` and ``s[t] = p[t] + g[t] e[t]`` (:func:`audio_vqvae.lpc.synthesis_rows`).
 
     The signal is rounded to float32 as it is made, so that a teacher-forced pass over the float32
     output (:func:`audio_vqvae.lpc.predict`) sees exactly the values generation continued from.
@@ -262,7 +263,8 @@ class _Synthesis:
         self.encode = lambda x: mu_law_encode(x, classes)  # noqa: E731
         self.classes = classes
         self.offset = rows[:, :, 0].double()
-        self.coefficients = rows[:, :, 1:].double()
+        self.gain = rows[:, :, 1].double()
+        self.coefficients = rows[:, :, 2:].double()
         batch, steps, order = self.coefficients.shape
         self.history = torch.zeros(batch, order, dtype=torch.float64, device=rows.device)  # u[t-1], ..., u[t-M]
         self.signal = torch.zeros(batch, steps, dtype=torch.float32, device=rows.device)
@@ -274,7 +276,8 @@ class _Synthesis:
 
     def advance(self, t: int, excitation: torch.Tensor, teacher: Optional[torch.Tensor]) -> torch.Tensor:
         """Add the drawn excitation class to the prediction; the class of the new sample (the next input)."""
-        value = (self.prediction + mu_law_decode(excitation, self.classes).double()).clamp(-1.0, 1.0).float()
+        drawn = self.gain[:, t] * mu_law_decode(excitation, self.classes).double()
+        value = (self.prediction + drawn).clamp(-1.0, 1.0).float()
         self.signal[:, t] = value
         fed = (teacher if teacher is not None else value).float().double()
         residual = (fed - self.offset[:, t]).unsqueeze(1)
@@ -303,7 +306,7 @@ def _kernel_constant(decoder: WaveNet, speaker: torch.Tensor) -> np.ndarray:
 
 def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teacher, return_logits, progress,
                     chunk_steps, lpc=None):
-    # ``lpc``: the synthesis rows (B, T, 1 + M), column 0 the harmonic part, then the LPC coefficients.
+    # ``lpc``: the synthesis rows (B, T, 2 + M): the harmonic part, the gain, then the LPC coefficients.
     import numba
 
     from audio_vqvae.generation import fused
@@ -335,7 +338,7 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
     # A decoder that synthesises: each utterance's last residual samples (the synthesis state); a dummy of
     # the same type otherwise, so that one compiled kernel serves both.
     use_lpc = lpc is not None
-    history = np.zeros((batch, lpc.shape[2] - 1 if use_lpc else 1), np.float64)
+    history = np.zeros((batch, lpc.shape[2] - 2 if use_lpc else 1), np.float64)
     signal = torch.empty(batch, steps) if use_lpc else None
     # Reused by every chunk: fresh pages would cost a page fault per 4 KB, as much as computing them.
     bias_buffer = np.empty((min(chunk_steps, steps) if lane_blocks is None else 0, layers, 2, width2), np.float32)
@@ -355,7 +358,7 @@ def _generate_fused(decoder, conditioning, speaker, temperature, uniforms, teach
             teacher_signal=(np.ascontiguousarray(teacher[:, start:stop].float().numpy())
                             if use_lpc and teacher is not None else np.zeros((batch, length), np.float32)),
             synthesis_rows=(np.ascontiguousarray(lpc[:, start:stop].double().numpy()) if use_lpc
-                            else np.zeros((batch, 0, 1), np.float64)),
+                            else np.zeros((batch, 0, 2), np.float64)),
             samples=np.empty((batch, length), np.int64),
             logits=np.empty((batch, length if return_logits else 0, classes), np.float32),
             signal=np.zeros((batch, length if use_lpc else 0), np.float32),

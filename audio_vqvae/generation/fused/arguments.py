@@ -34,8 +34,8 @@ class Chunk(NamedTuple):
         uniforms: float64 (B, T'): the uniform number each step draws with.
         teacher: int64 (B, T'): the classes fed with ``use_teacher`` (zeros otherwise, or with synthesis).
         teacher_signal: float32 (B, T'): the signal fed with ``use_teacher`` and synthesis (zeros otherwise).
-        synthesis_rows: float64 (B, T', 1 + M): ``(h[t], c_1..c_M)`` per step
-            (:func:`audio_vqvae.lpc.synthesis_rows`); (B, 0, 1) without synthesis.
+        synthesis_rows: float64 (B, T', 2 + M): ``(h[t], g[t], c_1..c_M)`` per step
+            (:func:`audio_vqvae.lpc.synthesis_rows`); (B, 0, 2) without synthesis.
         samples: int64 (B, T'), written: the class drawn at every step.
         logits: float32 (B, T', Q), written with ``save_logits``; (B, 0, Q) otherwise.
         signal: float32 (B, T'), written with synthesis: the synthesised sample ``p + e``; (B, 0) otherwise.

@@ -149,7 +149,7 @@ def _lane_block_worker(first, count, weights, options, chunk, conditioning, cons
             if synthesises:
                 value, fed = synthesised_sample(predictions[b], drawn, levels, history[first + b],
                                                 teacher_signal[first + b, t], use_teacher,
-                                                synthesis_rows[first + b, t, 0])
+                                                synthesis_rows[first + b, t])
                 signal_out[first + b, t] = value
                 current[b] = mu_law_class(fed, mu, log1p_mu)
             else:

@@ -1,6 +1,6 @@
 """One step of a decoder's synthesis (LPC split, harmonic part) inside the kernels: the prediction from a
-synthesis row ``(h[t], c_1..c_M)`` (:func:`audio_vqvae.lpc.synthesis_rows`), the sample it makes with the
-drawn excitation, and the μ-law class of a float64 value.
+synthesis row ``(h[t], g[t], c_1..c_M)`` (:func:`audio_vqvae.lpc.synthesis_rows`), the sample it makes with
+the drawn excitation scaled by the gain, and the μ-law class of a float64 value.
 
 Compiled without 'contract' and called, not numba-inlined, so that no product is fused into an FMA:
 the arithmetic is that of the PyTorch path (audio_vqvae.generation.engine._Synthesis), float64
@@ -27,20 +27,21 @@ def mu_law_class(x, mu, log1p_mu):
 
 @njit(error_model="numpy")
 def synthesis_prediction(row, history):
-    """``p = Σ_i c_i u[t − i] + h[t]``, clamped to [-1, 1], from one synthesis row ``(h[t], c_1..c_M)``;
+    """``p = Σ_i c_i u[t − i] + h[t]``, clamped to [-1, 1], from one synthesis row ``(h[t], g[t], c_1..c_M)``;
     ``history`` holds the residual u[t − 1], u[t − 2], ..."""
     p = 0.0
     for i in range(history.shape[0]):
-        p = p + row[1 + i] * history[i]
+        p = p + row[2 + i] * history[i]
     p = p + row[0]
     return min(max(p, -1.0), 1.0)
 
 
 @njit(error_model="numpy")
-def synthesised_sample(prediction, drawn, levels, history, fed_teacher, use_teacher, offset):
-    """The new sample ``p + e`` (float32) and, after ``history`` has moved on by the residual of the sample fed
-    (the fed value less the offset ``h[t]``), the fed value."""
-    value = np.float32(min(max(prediction + levels[drawn], -1.0), 1.0))
+def synthesised_sample(prediction, drawn, levels, history, fed_teacher, use_teacher, row):
+    """The new sample ``p + g e`` (float32) and, after ``history`` has moved on by the residual of the sample fed
+    (the fed value less the offset ``h[t]``), the fed value; ``row`` is the step's synthesis row."""
+    value = np.float32(min(max(prediction + row[1] * levels[drawn], -1.0), 1.0))
+    offset = row[0]
     fed = fed_teacher if use_teacher else value
     if history.shape[0] > 0:
         for i in range(history.shape[0] - 1, 0, -1):

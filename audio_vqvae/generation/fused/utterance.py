@@ -159,7 +159,7 @@ def _utterance_worker(thread, threads, shared, weights, options, chunk, biases, 
         # after barriers that this thread reaches only once it has read them.
         if synthesises:
             value, fed = synthesised_sample(prediction, drawn, levels, history, teacher_signal[t], use_teacher,
-                                            synthesis_rows[t, 0])
+                                            synthesis_rows[t])
             if thread == 0:
                 signal_out[t] = value
             sample = mu_law_class(fed, mu, log1p_mu)
