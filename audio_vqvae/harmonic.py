@@ -37,10 +37,9 @@ Example:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from audio_vqvae.parts import DecoderPart, PartInputs, Split
+from audio_vqvae.parts import DecoderPart, PartInputs, Split, frame_means, frames_to_samples
 from audio_vqvae.pitch import F0_MIN, excitation
 
 OUTPUT_SCALE = 0.1  # the output layer starts small: h ≈ 0 at step 0, so the WaveNet first sees the plain signal
@@ -53,11 +52,7 @@ def frame_pitch(pitch: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
     log-f0 channel), over the ``hop`` samples of each of the ``frames`` code frames (the last rows held to fill).
     """
     voiced, f0 = pitch[:, 2:3], pitch[:, 1:2]
-    rows = torch.cat([voiced, voiced * torch.log2(f0.clamp(min=F0_MIN) / 200.0)], dim=1)
-    wanted = frames * hop
-    if rows.shape[2] < wanted:
-        rows = F.pad(rows, (0, wanted - rows.shape[2]), mode="replicate")
-    return F.avg_pool1d(rows[:, :, :wanted], hop)
+    return frame_means(torch.cat([voiced, voiced * torch.log2(f0.clamp(min=F0_MIN) / 200.0)], dim=1), hop, frames)
 
 
 class HarmonicPart(DecoderPart, nn.Module):
@@ -117,12 +112,9 @@ def synthesize(amplitudes: torch.Tensor, pitch: torch.Tensor, hop: int, sample_r
     so nothing is made at or above 0.45 sr, and nothing where the pitch rows are unvoiced.
     """
     harmonics = amplitudes.shape[1] // 2
-    length = pitch.shape[2]
-    per_sample = F.interpolate(amplitudes, size=amplitudes.shape[2] * hop, mode="linear", align_corners=False)
-    if per_sample.shape[2] < length:
-        per_sample = F.pad(per_sample, (0, length - per_sample.shape[2]), mode="replicate")
+    per_sample = frames_to_samples(amplitudes, hop, pitch.shape[2])
     source = excitation(pitch.to(amplitudes), harmonics, sample_rate)[:, :2 * harmonics]  # (B, 2K, T)
-    return (per_sample[:, :, :length] * source).sum(dim=1)
+    return (per_sample * source).sum(dim=1)
 
 
 def harmonic_loss(harmonic: torch.Tensor, signal: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audio_vqvae.parts import DecoderPart, PartInputs
+from audio_vqvae.parts import DecoderPart, PartInputs, frame_means, frames_to_samples
 
 HEADROOM = 8.0  # g = 8σ: the scaled excitation's frames have an RMS of 1/8, so peaks to 8σ keep their class
 FLOOR = 1e-4  # the least RMS a frame's target has (−80 dB full scale): digital silence is not −∞
@@ -58,7 +58,6 @@ class NoiseEnvelope(DecoderPart, nn.Module):
     """
 
     loss_name = "noise"
-    scales = True
 
     def __init__(self, code_dim: int, speaker_dim: int, hidden: int = 128, loss_weight: float = 1.0):
         super().__init__()
@@ -92,22 +91,13 @@ def per_sample_gain(log_sigma: torch.Tensor, hop: int, length: int) -> torch.Ten
     """Tensor[B x T'] log σ per code frame -> DoubleTensor[B x length] gain ``HEADROOM · σ``: each frame's value
     holds at the centre of its ``hop`` samples and is interpolated linearly (in the log) between centres, held
     beyond the first and last."""
-    per_sample = F.interpolate(log_sigma.double().unsqueeze(1), size=log_sigma.shape[1] * hop, mode="linear",
-                               align_corners=False)[:, 0]
-    if per_sample.shape[1] < length:
-        per_sample = F.pad(per_sample.unsqueeze(1), (0, length - per_sample.shape[1]), mode="replicate")[:, 0]
-    return HEADROOM * torch.exp(per_sample[:, :length])
+    return HEADROOM * torch.exp(frames_to_samples(log_sigma.double().unsqueeze(1), hop, length)[:, 0])
 
 
 def frame_log_rms(excitation: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
     """Log RMS of Tensor[B x T] per ``hop`` samples, floored at :data:`FLOOR`: Tensor[B x frames] (a signal shorter
     than ``frames * hop`` is padded with its last sample)."""
-    length = excitation.shape[1]
-    wanted = frames * hop
-    squared = excitation.double() ** 2
-    if length < wanted:
-        squared = F.pad(squared.unsqueeze(1), (0, wanted - length), mode="replicate")[:, 0]
-    energy = squared[:, :wanted].reshape(excitation.shape[0], frames, hop).mean(dim=2)
+    energy = frame_means((excitation.double() ** 2).unsqueeze(1), hop, frames)[:, 0]
     return 0.5 * torch.log(energy + FLOOR ** 2)
 
 

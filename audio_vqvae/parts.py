@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -75,14 +76,12 @@ class DecoderPart:
     Attributes:
         needs_pitch: whether its inputs include the f0 rows (then every call to the model needs them).
         synthesises: whether it is a synthesis part (:meth:`split`).
-        scales: whether it scales what the WaveNet draws (the noise envelope, :mod:`audio_vqvae.noise`).
         loss_name: the name of its loss in :attr:`audio_vqvae.model.VQVAEOutput.losses` (synthesis parts).
         loss_weight: the loss's weight in the total (its config's ``*_weight``).
     """
 
     needs_pitch: bool = False
     synthesises: bool = False
-    scales: bool = False
     loss_name: Optional[str] = None
     loss_weight: float = 1.0
 
@@ -94,3 +93,21 @@ class DecoderPart:
         """Teacher-forced: predict part of ``residual`` DoubleTensor[B x T] (what earlier parts left of ``signal``
         Tensor[B x T], the decoder's signal) and score the prediction by the part's loss."""
         raise NotImplementedError(f"{type(self).__name__} is not a synthesis part")
+
+
+def frame_means(rows: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
+    """Tensor[B x C x T] at the sample rate -> Tensor[B x C x frames]: the mean over each code frame's ``hop``
+    samples (a signal shorter than ``frames * hop`` is padded with its last sample)."""
+    wanted = frames * hop
+    if rows.shape[2] < wanted:
+        rows = F.pad(rows, (0, wanted - rows.shape[2]), mode="replicate")
+    return F.avg_pool1d(rows[:, :, :wanted], hop)
+
+
+def frames_to_samples(values: torch.Tensor, hop: int, length: int) -> torch.Tensor:
+    """Tensor[B x C x T'] per code frame -> Tensor[B x C x length] at the sample rate: frame j's value holds at the
+    centre of its ``hop`` samples and is interpolated linearly between centres (held beyond the first and last)."""
+    per_sample = F.interpolate(values, size=values.shape[2] * hop, mode="linear", align_corners=False)
+    if per_sample.shape[2] < length:
+        per_sample = F.pad(per_sample, (0, length - per_sample.shape[2]), mode="replicate")
+    return per_sample[:, :, :length]
