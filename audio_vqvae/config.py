@@ -154,6 +154,8 @@ class WaveNetConfig(_Config):
     harmonics: int = 0
     # Weight of the harmonic part's loss (residual energy on voiced samples relative to theirs).
     harmonic_weight: float = 1.0
+    # Weight of the harmonic part's multi-resolution log-mel distance on voiced frames (0 = not computed).
+    harmonic_spectral_weight: float = 0.0
     # Noise envelope (false = off, the paper's model): a frame-rate network predicts the log RMS of what the
     # synthesis parts leave from the codes and the speaker, and the WaveNet draws that excitation on a scale of
     # 8x the predicted RMS (generation emits p + g e). Needs a synthesis part (harmonics or lpc_order).
@@ -188,6 +190,10 @@ class WaveNetConfig(_Config):
         if not 0 <= self.harmonics <= 256:
             raise ConfigError(f"decoder.harmonics must be 0 (off) to 256, got {self.harmonics}")
         _require_range(self, "harmonic_weight", "decoder", minimum=0.0)
+        _require_range(self, "harmonic_spectral_weight", "decoder", minimum=0.0)
+        if self.harmonic_spectral_weight and not self.harmonics:
+            raise ConfigError("decoder.harmonic_spectral_weight weighs a loss of the harmonic part: it needs "
+                              "decoder.harmonics")
         _require_range(self, "noise_weight", "decoder", minimum=0.0)
         if self.noise_envelope and not (self.harmonics or self.lpc_order):
             raise ConfigError("decoder.noise_envelope scales what a synthesis part leaves: it needs decoder.harmonics "

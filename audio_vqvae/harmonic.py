@@ -15,6 +15,9 @@ speech coding (Stylianou's HNM; the harmonic sources of NSF and DDSP) makes that
 * the network is trained by the waveform error of ``h`` on the voiced samples, relative to their energy
   (:func:`harmonic_loss`): in training φ is the phase measured in the audio, so the relative phases
   ``atan2(b_k, a_k)`` it learns are those of the voice; in generation φ is the integral of the (converted) f0;
+  optionally (``decoder.harmonic_spectral_weight``) also by a multi-resolution log-mel distance on the voiced
+  frames (:func:`spectral_loss`), which weighs the weak upper harmonics (the second and third formants) as
+  much as the strong lower ones, where the waveform error is dominated by harmonics 1-4;
 * the WaveNet models the residual ``x − h`` (``h`` detached), gets ``h`` as an input through the same
   prediction embedding that the LPC split uses, and generation emits ``h[t] + r[t]``. With ``lpc_order``
   the linear prediction acts on the residual: ``p[t] = h[t] + Σ_i c_i (s − h)[t − i]`` (see
@@ -36,13 +39,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
+import librosa
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from audio_vqvae.parts import DecoderPart, PartInputs, Split, frame_means, frames_to_samples
 from audio_vqvae.pitch import F0_MIN, excitation
 
 OUTPUT_SCALE = 0.1  # the output layer starts small: h ≈ 0 at step 0, so the WaveNet first sees the plain signal
+# spectral_loss: window lengths (s) of its resolutions, hop a quarter of each; mel bands; the power floor
+SPECTRAL_WINDOWS, SPECTRAL_BANDS, SPECTRAL_FLOOR = (0.064, 0.032, 0.016), 40, 1e-5
 
 
 def frame_pitch(pitch: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
@@ -67,16 +76,20 @@ class HarmonicPart(DecoderPart, nn.Module):
         harmonics: K.
         hidden: channels of the two hidden convolutions.
         loss_weight: the weight of :func:`harmonic_loss` in the total (``decoder.harmonic_weight``).
+        spectral_weight: the weight of :func:`spectral_loss`, logged as ``harmonic_spectral`` (0: not computed;
+            ``decoder.harmonic_spectral_weight``).
     """
 
     needs_pitch = True
     synthesises = True
     loss_name = "harmonic"
 
-    def __init__(self, code_dim: int, speaker_dim: int, harmonics: int, hidden: int = 256, loss_weight: float = 1.0):
+    def __init__(self, code_dim: int, speaker_dim: int, harmonics: int, hidden: int = 256, loss_weight: float = 1.0,
+                 spectral_weight: float = 0.0):
         super().__init__()
         self.harmonics = harmonics
         self.loss_weight = loss_weight
+        self.spectral_weight = spectral_weight
         self.input = nn.Conv1d(code_dim + speaker_dim + 2, hidden, kernel_size=3, padding=1)
         self.hidden = nn.Conv1d(hidden, hidden, kernel_size=3, padding=1)
         self.output = nn.Conv1d(hidden, 2 * harmonics, kernel_size=1)
@@ -101,7 +114,12 @@ class HarmonicPart(DecoderPart, nn.Module):
         """``h`` (the first synthesis part: ``residual`` is the signal) and :func:`harmonic_loss` on the voiced
         samples."""
         harmonic = self.signal(inputs)
-        return Split(harmonic.detach().double(), harmonic_loss(harmonic.float(), signal, inputs.pitch[:, 2]))
+        voiced = inputs.pitch[:, 2]
+        extra = {}
+        if self.spectral_weight:
+            extra["harmonic_spectral"] = (spectral_loss(harmonic.float(), signal, voiced, inputs.sample_rate),
+                                          self.spectral_weight)
+        return Split(harmonic.detach().double(), harmonic_loss(harmonic.float(), signal, voiced), extra)
 
 
 def synthesize(amplitudes: torch.Tensor, pitch: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:
@@ -129,3 +147,42 @@ def harmonic_loss(harmonic: torch.Tensor, signal: torch.Tensor, voiced: torch.Te
     weight = voiced.to(harmonic)
     error = ((signal - harmonic) ** 2 * weight).sum()
     return error / ((signal ** 2 * weight).sum() + 1e-8)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sample_rate: int, n_fft: int) -> torch.Tensor:
+    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=SPECTRAL_BANDS)).float()
+
+
+def spectral_loss(harmonic: torch.Tensor, signal: torch.Tensor, voiced: torch.Tensor,
+                  sample_rate: int) -> torch.Tensor:
+    """Mean absolute difference of the log-mel power of ``harmonic`` and of the voiced samples of ``signal``
+    over the frames that are mostly voiced, averaged over the :data:`SPECTRAL_WINDOWS` resolutions.
+
+    The target is ``voiced * signal``, so that the unvoiced samples of a frame at a voicing boundary are not asked
+    of ``h`` (which is zero there). The mel bands (:data:`SPECTRAL_BANDS`, up to sr / 2) sum harmonics with what
+    lies between them; the power floor :data:`SPECTRAL_FLOOR` (−50 dB of full scale) keeps near-silent bands
+    from dominating.
+
+    Args:
+        harmonic, signal: Tensor[B x T], as in :func:`harmonic_loss`.
+        voiced: Tensor[B x T] in [0, 1].
+        sample_rate: Hz.
+    """
+    signal, voiced = signal.to(harmonic), voiced.to(harmonic)
+    target = signal * voiced
+    total = harmonic.new_zeros(())
+    for seconds in SPECTRAL_WINDOWS:
+        n_fft = round(seconds * sample_rate)
+        hop = n_fft // 4
+        window = torch.hann_window(n_fft, device=harmonic.device, dtype=harmonic.dtype)
+        basis = _mel_basis(sample_rate, n_fft).to(harmonic)
+        logs = []
+        for audio in (harmonic, target):
+            power = torch.stft(audio, n_fft, hop, window=window, center=True, return_complex=True).abs() ** 2
+            logs.append(torch.log(basis @ power + SPECTRAL_FLOOR))
+        frames = logs[0].shape[2]
+        mostly_voiced = F.avg_pool1d(F.pad(voiced.unsqueeze(1), (n_fft // 2, n_fft // 2)), n_fft, hop)[:, 0, :frames]
+        mask = (mostly_voiced > 0.5).to(harmonic).unsqueeze(1)
+        total = total + ((logs[0] - logs[1]).abs() * mask).sum() / (mask.sum() * SPECTRAL_BANDS + 1e-8)
+    return total / len(SPECTRAL_WINDOWS)

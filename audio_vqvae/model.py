@@ -233,6 +233,8 @@ class VQVAE(nn.Module):
                 residual = residual - split.prediction
                 predicted = predicted + split.prediction
                 losses[part.loss_name], weights[part.loss_name] = split.loss, part.loss_weight
+                for name, (value, weight) in split.extra_losses.items():
+                    losses[name], weights[name] = value, weight
                 predictions[part.loss_name] = split.prediction
             predicted = predicted.clamp(-1.0, 1.0)
             quantization = self.decoder.quantization_channels

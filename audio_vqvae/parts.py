@@ -27,7 +27,7 @@ A new part is one class here in its own module (its network, :meth:`~DecoderPart
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -64,10 +64,12 @@ class Split:
         prediction: DoubleTensor[B x T], detached: subtracted from the residual before the next part, and
             part of the WaveNet's prediction input.
         loss: the part's own training loss (unweighted), named by :attr:`DecoderPart.loss_name`.
+        extra_losses: further losses of the part, name -> (unweighted loss, weight).
     """
 
     prediction: torch.Tensor
     loss: torch.Tensor
+    extra_losses: dict[str, tuple[torch.Tensor, float]] = field(default_factory=dict)
 
 
 class DecoderPart:

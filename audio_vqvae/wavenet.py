@@ -175,7 +175,8 @@ class WaveNet(nn.Module):
             ordinal_embedding_(self.prediction_embedding.weight)
         # The harmonic part (audio_vqvae.harmonic): h from the codes, the speaker and f0.
         self.harmonic = (HarmonicPart(code_dim, config.speaker_dim, config.harmonics,
-                                      loss_weight=config.harmonic_weight) if config.harmonics else None)
+                                      loss_weight=config.harmonic_weight,
+                                      spectral_weight=config.harmonic_spectral_weight) if config.harmonics else None)
         # The noise envelope (audio_vqvae.noise): the scale of the excitation the WaveNet draws.
         self.noise = (NoiseEnvelope(code_dim, config.speaker_dim, loss_weight=config.noise_weight)
                       if config.noise_envelope else None)

@@ -85,11 +85,12 @@ def test_predicted_filters_are_stable():
         assert np.abs(np.roots(np.concatenate([[1.0], -c]))).max() < 1  # poles of 1 / A(z) inside the unit circle
 
 
-def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0, noise: bool = False) -> VQVAE:
+def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0, noise: bool = False, **decoder) -> VQVAE:
     """A tiny decoder that synthesises: an LPC split of ``order`` and/or a harmonic part of ``harmonic_part``
     harmonics (audio_vqvae.harmonic), made loud so that it matters to every sample, and optionally a noise
-    envelope (audio_vqvae.noise) whose gain changes with the codes by a factor of about 3."""
-    config = tiny_config(harmonics, lpc_order=order, harmonics=harmonic_part, noise_envelope=noise)
+    envelope (audio_vqvae.noise) whose gain changes with the codes by a factor of about 3; ``decoder``: other
+    :class:`WaveNetConfig` fields."""
+    config = tiny_config(harmonics, lpc_order=order, harmonics=harmonic_part, noise_envelope=noise, **decoder)
     torch.manual_seed(0)
     model = VQVAE(config).eval()
     with torch.no_grad():
