@@ -15,8 +15,8 @@ our decoder makes it. On every held-out utterance of a prepared corpus (the judg
 * ``harmonic oracle h + the residual's LPC envelope on noise``: the oracle ``h`` plus white noise through the
   residual's own order-12 envelope per code frame (the LPC split's analysis), at the level of its prediction
   error: what perfect parts of the demo's decoder, with a WaveNet drawing white noise, would give;
-* ``LPC envelope on noise``: white noise shaped by each 16 ms frame's order-12 LPC envelope at its level
-  (whispered speech): the envelope kept, the fine structure lost;
+* ``LPC envelope on noise``: the same for the utterance itself, white noise through its own order-12 envelope
+  per code frame at its prediction error's level (whispered speech): the envelope kept, the fine structure lost;
 * ``envelope smoothed over N ms``: the STFT magnitude averaged over N ms in time, Griffin-Lim phase: what a
   decoder whose spectral envelope follows the codes only N ms at a time would give.
 
@@ -39,7 +39,6 @@ from pathlib import Path
 import librosa
 import numpy as np
 import scipy.ndimage
-import scipy.signal
 import torch
 
 from audio_vqvae.checkpoint import load_model
@@ -53,39 +52,18 @@ ORACLE = Path(__file__).resolve().parents[2] / "shared" / "probes" / "harmonic_o
 FFT, HOP, ITERATIONS = 256, 64, 32
 
 
-def harmonic_fit():
-    """``harmonic_fit`` of the shared harmonic oracle probe (beside the repository, as CI has it)."""
+def harmonic_oracle():
+    """The shared harmonic oracle probe (beside the repository, as CI has it): its ``harmonic_fit`` and
+    ``frame_rms``."""
     spec = importlib.util.spec_from_file_location("harmonic_oracle", ORACLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.harmonic_fit
+    return module
 
 
 def griffin_lim(magnitude: np.ndarray, length: int) -> np.ndarray:
     return librosa.griffinlim(magnitude, n_iter=ITERATIONS, hop_length=HOP, n_fft=FFT, length=length,
                               random_state=0).astype(np.float32)
-
-
-def lpc_on_noise(x: np.ndarray, frame: int, rng: np.random.Generator) -> np.ndarray:
-    """White noise through each ``frame``-sample frame's order-12 LPC envelope, scaled to the frame's RMS."""
-    out = np.zeros_like(x)
-    window = np.hanning(2 * frame)
-    for start in range(0, len(x) - 2 * frame + 1, frame):
-        piece = x[start:start + 2 * frame] * window
-        if np.sum(piece ** 2) < 1e-10:
-            continue
-        a = librosa.lpc(piece.astype(np.float64), order=12)
-        noise = rng.standard_normal(2 * frame)
-        shaped = scipy.signal.lfilter([1.0], a, noise)
-        shaped *= np.sqrt(np.mean(piece ** 2) / max(np.mean((shaped * window) ** 2), 1e-12))
-        out[start:start + 2 * frame] += shaped * window
-    return out.astype(np.float32)
-
-
-def frame_rms(r: np.ndarray, hop: int) -> np.ndarray:
-    n = len(r) // hop * hop
-    rms = np.sqrt(np.mean(r[:n].reshape(-1, hop) ** 2, axis=1))
-    return np.repeat(np.append(rms, rms[-1]), hop)[:len(r)]
 
 
 def all_pole(excitation: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
@@ -97,14 +75,15 @@ def all_pole(excitation: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     return y[order:]
 
 
-def residual_envelope_on_noise(r: np.ndarray, rate: int, hop: int, rng: np.random.Generator) -> np.ndarray:
-    """White noise through ``r``'s own order-12 envelope per ``hop`` frame, at its prediction error's level."""
-    length = len(r) // hop * hop
-    signal = torch.from_numpy(r[:length])[None]
+def envelope_on_noise(x: np.ndarray, rate: int, hop: int, frame_rms, rng: np.random.Generator) -> np.ndarray:
+    """White noise through ``x``'s own order-12 envelope per ``hop`` frame (the LPC split's analysis), at the level
+    of its prediction error: float32[T]."""
+    length = len(x) // hop * hop
+    signal = torch.from_numpy(np.asarray(x[:length], np.float64))[None]
     coefficients = per_sample(prediction_coefficients(frame_reflections(signal, hop, 12, rate)), hop, length)
-    error = (signal.double() - predict(signal, coefficients))[0].numpy()
+    error = (signal - predict(signal, coefficients))[0].numpy()
     y = all_pole(frame_rms(error, hop) * rng.standard_normal(length), coefficients[0].numpy())
-    return np.pad(y, (0, len(r) - length))
+    return np.pad(y, (0, len(x) - length)).astype(np.float32)
 
 
 def model_versions(model, x: np.ndarray, rows: np.ndarray, speaker: int, rng: np.random.Generator) -> dict:
@@ -143,24 +122,24 @@ def main() -> None:
         names = [entry["name"] for entry in model.speakers]
     rate, hop = corpus.sample_rate, hop_length(corpus.sample_rate)
     recognizer = train_recognizer(corpus)
-    fit = harmonic_fit()
+    oracle = harmonic_oracle()
     rng = np.random.default_rng(0)
     totals: dict[str, np.ndarray] = {}
     valid = corpus.split("valid")
     for position, index in enumerate(valid.indices.tolist()):
         x = corpus.samples(index).astype(np.float32)
         rows = valid.pitch_rows(position, 0, len(x)).astype(np.float64)
-        h = fit(x.astype(np.float64), rows, rate, corpus.pitch_hop)
+        h = oracle.harmonic_fit(x.astype(np.float64), rows, rate, corpus.pitch_hop)
         magnitude = np.abs(librosa.stft(x, n_fft=FFT, hop_length=HOP))
         versions = {"original": x}
         versions.update({f"white noise at {snr:g} dB": add_noise(x, snr, rng) for snr in args.snrs})
         versions["Griffin-Lim"] = griffin_lim(magnitude, len(x))
         versions["harmonic oracle h"] = h
-        versions["h + noise at the residual's level"] = (h + frame_rms(x - h, HOP)
+        versions["h + noise at the residual's level"] = (h + oracle.frame_rms(x - h, HOP)
                                                          * rng.standard_normal(len(x))).astype(np.float32)
-        versions["h + the residual's LPC envelope on noise"] = (h + residual_envelope_on_noise(
-            x - h, rate, HOP, rng)).astype(np.float32)
-        versions["LPC envelope on noise"] = lpc_on_noise(x, round(0.008 * rate), rng)
+        versions["h + the residual's LPC envelope on noise"] = h + envelope_on_noise(x - h, rate, HOP,
+                                                                                     oracle.frame_rms, rng)
+        versions["LPC envelope on noise"] = envelope_on_noise(x, rate, HOP, oracle.frame_rms, rng)
         for ms in args.smoothing_ms:
             width = max(1, round(ms / 1000 * rate / HOP))
             smooth = scipy.ndimage.uniform_filter1d(magnitude, width, axis=1, mode="nearest")
