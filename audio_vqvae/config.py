@@ -163,10 +163,6 @@ class WaveNetConfig(_Config):
     noise_envelope: bool = False
     # Weight of the noise envelope's loss (squared error of the log RMS per code frame).
     noise_weight: float = 1.0
-    # Context of the frame-rate part networks (harmonic part, LPC envelope, noise envelope): this many residual
-    # 3-wide convolutions over frames with dilations 2, 4, 8, ... after each one's hidden layer (0 = none: each
-    # sees 5 code frames; 3: 33 frames). See audio_vqvae.parts.FrameContext.
-    part_context: int = 0
 
     @property
     def excitation_channels(self) -> int:
@@ -199,11 +195,6 @@ class WaveNetConfig(_Config):
             raise ConfigError("decoder.harmonic_spectral_weight weighs a loss of the harmonic part: it needs "
                               "decoder.harmonics")
         _require_range(self, "noise_weight", "decoder", minimum=0.0)
-        if not 0 <= self.part_context <= 8:
-            raise ConfigError(f"decoder.part_context must be 0 (none) to 8 layers, got {self.part_context}")
-        if self.part_context and not (self.harmonics or self.lpc_order):
-            raise ConfigError("decoder.part_context widens the frame-rate part networks: it needs decoder.harmonics "
-                              "or decoder.lpc_order")
         if self.noise_envelope and not (self.harmonics or self.lpc_order):
             raise ConfigError("decoder.noise_envelope scales what a synthesis part leaves: it needs decoder.harmonics "
                               "or decoder.lpc_order")

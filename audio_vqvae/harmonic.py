@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audio_vqvae.parts import DecoderPart, FrameContext, PartInputs, Split, frame_means, frames_to_samples
+from audio_vqvae.parts import DecoderPart, PartInputs, Split, frame_means, frames_to_samples
 from audio_vqvae.pitch import F0_MIN, excitation
 
 OUTPUT_SCALE = 0.1  # the output layer starts small: h ≈ 0 at step 0, so the WaveNet first sees the plain signal
@@ -78,8 +78,6 @@ class HarmonicPart(DecoderPart, nn.Module):
         loss_weight: the weight of :func:`harmonic_loss` in the total (``decoder.harmonic_weight``).
         spectral_weight: the weight of :func:`spectral_loss`, logged as ``harmonic_spectral`` (0: not computed;
             ``decoder.harmonic_spectral_weight``).
-        context: dilated context layers after the hidden convolution (:class:`audio_vqvae.parts.FrameContext`,
-            ``decoder.part_context``).
     """
 
     needs_pitch = True
@@ -87,7 +85,7 @@ class HarmonicPart(DecoderPart, nn.Module):
     loss_name = "harmonic"
 
     def __init__(self, code_dim: int, speaker_dim: int, harmonics: int, hidden: int = 256, loss_weight: float = 1.0,
-                 spectral_weight: float = 0.0, context: int = 0):
+                 spectral_weight: float = 0.0):
         super().__init__()
         self.harmonics = harmonics
         self.loss_weight = loss_weight
@@ -98,13 +96,12 @@ class HarmonicPart(DecoderPart, nn.Module):
         with torch.no_grad():
             self.output.weight.mul_(OUTPUT_SCALE)
             self.output.bias.zero_()
-        self.context = FrameContext(hidden, context)
 
     def forward(self, codes: torch.Tensor, speaker: torch.Tensor, pitch_frames: torch.Tensor) -> torch.Tensor:
         frames = codes.shape[2]
         x = torch.cat([codes, speaker.unsqueeze(2).expand(-1, -1, frames).to(codes),
                        pitch_frames[:, :, :frames].to(codes)], dim=1)
-        x = self.context(torch.relu(self.hidden(torch.relu(self.input(x)))))
+        x = torch.relu(self.hidden(torch.relu(self.input(x))))
         return self.output(x)
 
     def signal(self, inputs: PartInputs) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audio_vqvae.parts import DecoderPart, FrameContext, PartInputs, Split
+from audio_vqvae.parts import DecoderPart, PartInputs, Split
 
 LAG_WINDOW_HZ = 60.0  # Gaussian lag window: widens every pole's bandwidth a little (robust, as in speech codecs)
 WHITE_NOISE = 1e-4  # r0 *= 1 + WHITE_NOISE: a -40 dB noise floor keeps the normal equations well conditioned
@@ -132,25 +132,21 @@ class SourceFilter(DecoderPart, nn.Module):
         order: M, the prediction order (``decoder.lpc_order``).
         hidden: channels of the two hidden convolutions.
         loss_weight: the weight of :func:`envelope_loss` in the total (``decoder.lpc_weight``).
-        context: dilated context layers after the hidden convolution (:class:`audio_vqvae.parts.FrameContext`,
-            ``decoder.part_context``).
     """
 
     synthesises = True
     loss_name = "envelope"
 
-    def __init__(self, code_dim: int, speaker_dim: int, order: int, hidden: int = 128, loss_weight: float = 1.0,
-                 context: int = 0):
+    def __init__(self, code_dim: int, speaker_dim: int, order: int, hidden: int = 128, loss_weight: float = 1.0):
         super().__init__()
         self.loss_weight = loss_weight
         self.input = nn.Conv1d(code_dim + speaker_dim, hidden, kernel_size=3, padding=1)
         self.hidden = nn.Conv1d(hidden, hidden, kernel_size=3, padding=1)
         self.output = nn.Conv1d(hidden, order, kernel_size=1)
-        self.context = FrameContext(hidden, context)
 
     def forward(self, codes: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         x = torch.cat([codes, speaker.unsqueeze(2).expand(-1, -1, codes.shape[2]).to(codes)], dim=1)
-        x = self.context(torch.relu(self.hidden(torch.relu(self.input(x)))))
+        x = torch.relu(self.hidden(torch.relu(self.input(x))))
         return self.output(x).transpose(1, 2)
 
     def coefficients(self, inputs: PartInputs) -> torch.Tensor:

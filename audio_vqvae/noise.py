@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audio_vqvae.parts import DecoderPart, FrameContext, PartInputs, frame_means, frames_to_samples
+from audio_vqvae.parts import DecoderPart, PartInputs, frame_means, frames_to_samples
 
 HEADROOM = 8.0  # g = 8σ: the scaled excitation's frames have an RMS of 1/8, so peaks to 8σ keep their class
 FLOOR = 1e-4  # the least RMS a frame's target has (−80 dB full scale): digital silence is not −∞
@@ -55,13 +55,11 @@ class NoiseEnvelope(DecoderPart, nn.Module):
         code_dim, speaker_dim: D and S.
         hidden: channels of the two hidden convolutions.
         loss_weight: the weight of :func:`noise_loss` in the total (``decoder.noise_weight``).
-        context: dilated context layers after the hidden convolution (:class:`audio_vqvae.parts.FrameContext`,
-            ``decoder.part_context``).
     """
 
     loss_name = "noise"
 
-    def __init__(self, code_dim: int, speaker_dim: int, hidden: int = 128, loss_weight: float = 1.0, context: int = 0):
+    def __init__(self, code_dim: int, speaker_dim: int, hidden: int = 128, loss_weight: float = 1.0):
         super().__init__()
         self.loss_weight = loss_weight
         self.input = nn.Conv1d(code_dim + speaker_dim, hidden, kernel_size=3, padding=1)
@@ -70,12 +68,11 @@ class NoiseEnvelope(DecoderPart, nn.Module):
         with torch.no_grad():
             self.output.weight.mul_(OUTPUT_SCALE)
             self.output.bias.fill_(INITIAL_LOG_SIGMA)
-        self.context = FrameContext(hidden, context)
 
     def forward(self, codes: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         frames = codes.shape[2]
         x = torch.cat([codes, speaker.unsqueeze(2).expand(-1, -1, frames).to(codes)], dim=1)
-        x = self.context(torch.relu(self.hidden(torch.relu(self.input(x)))))
+        x = torch.relu(self.hidden(torch.relu(self.input(x))))
         return self.output(x)[:, 0]
 
     def gain(self, inputs: PartInputs) -> torch.Tensor:

@@ -32,7 +32,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 @dataclass
@@ -96,35 +95,6 @@ class DecoderPart:
         """Teacher-forced: predict part of ``residual`` DoubleTensor[B x T] (what earlier parts left of ``signal``
         Tensor[B x T], the decoder's signal) and score the prediction by the part's loss."""
         raise NotImplementedError(f"{type(self).__name__} is not a synthesis part")
-
-
-class FrameContext(nn.Module):
-    """Widens a frame-rate part network's view of the codes: Tensor[B x C x T'] -> Tensor[B x C x T'], ``layers``
-    residual 3-wide convolutions over frames with dilations 2, 4, 8, ... (``x + relu(conv(x))``).
-
-    A part's two 3-wide convolutions see 5 code frames (40 ms at the demo's hop of 64 at 8 kHz): less than a
-    phone, while the codes' phone identity is readable only with context (``scripts/probe_code_phones.py``). Each
-    layer adds its dilation on either side (layers 3: ±14 frames more, ±16 in all). Zero layers are the identity
-    and hold no parameters, so a part without context keeps its state dict (``decoder.part_context``).
-
-    Example:
-        >>> FrameContext(8, layers=3).context_frames     # frames seen on either side beyond the part's own 2
-        14
-    """
-
-    def __init__(self, channels: int, layers: int = 0):
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size=3, padding=2**(i + 1),
-                                              dilation=2**(i + 1)) for i in range(layers))
-
-    @property
-    def context_frames(self) -> int:
-        return sum(layer.dilation[0] for layer in self.layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = x + torch.relu(layer(x))
-        return x
 
 
 def frame_means(rows: torch.Tensor, hop: int, frames: int) -> torch.Tensor:

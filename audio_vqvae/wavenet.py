@@ -165,8 +165,7 @@ class WaveNet(nn.Module):
         self.excitation = (SourceExcitation(config.excitation_harmonics, config.conditioning_channels)
                            if config.excitation_harmonics else None)
         # Source-filter split (audio_vqvae.lpc): the envelope network; the WaveNet models its excitation.
-        self.envelope = (SourceFilter(code_dim, config.speaker_dim, config.lpc_order, loss_weight=config.lpc_weight,
-                                      context=config.part_context)
+        self.envelope = (SourceFilter(code_dim, config.speaker_dim, config.lpc_order, loss_weight=config.lpc_weight)
                          if config.lpc_order else None)
         # What the synthesis parts predict, p[t] (μ-law classes), is embedded and added to the embedded
         # previous sample.
@@ -177,11 +176,9 @@ class WaveNet(nn.Module):
         # The harmonic part (audio_vqvae.harmonic): h from the codes, the speaker and f0.
         self.harmonic = (HarmonicPart(code_dim, config.speaker_dim, config.harmonics,
                                       loss_weight=config.harmonic_weight,
-                                      spectral_weight=config.harmonic_spectral_weight,
-                                      context=config.part_context) if config.harmonics else None)
+                                      spectral_weight=config.harmonic_spectral_weight) if config.harmonics else None)
         # The noise envelope (audio_vqvae.noise): the scale of the excitation the WaveNet draws.
-        self.noise = (NoiseEnvelope(code_dim, config.speaker_dim, loss_weight=config.noise_weight,
-                                    context=config.part_context)
+        self.noise = (NoiseEnvelope(code_dim, config.speaker_dim, loss_weight=config.noise_weight)
                       if config.noise_envelope else None)
 
     @property

@@ -104,12 +104,10 @@ def lpc_model(order: int = 6, harmonics: int = 0, harmonic_part: int = 0, noise:
     return model
 
 
-# The decoders that synthesise: the LPC split, the harmonic part alone, and both (LPC on the harmonic residual),
-# with the noise envelope, and with the part networks' context (audio_vqvae.parts.FrameContext).
+# The decoders that synthesise: the LPC split, the harmonic part alone, and both (LPC on the harmonic residual).
 VARIANTS = {"lpc": {"order": 6}, "harmonic": {"order": 0, "harmonic_part": 5},
             "harmonic+lpc": {"order": 6, "harmonic_part": 5},
-            "harmonic+lpc+noise": {"order": 6, "harmonic_part": 5, "noise": True},
-            "harmonic+lpc+noise+context": {"order": 6, "harmonic_part": 5, "noise": True, "part_context": 2}}
+            "harmonic+lpc+noise": {"order": 6, "harmonic_part": 5, "noise": True}}
 
 
 def pitch_rows(batch: int, length: int, f0: float = 150.0) -> torch.Tensor:
