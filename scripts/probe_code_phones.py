@@ -19,21 +19,10 @@ import time
 import librosa
 import numpy as np
 import torch
-from torch import nn
 
 from audio_vqvae.checkpoint import load_model
 from audio_vqvae.data import PreparedCorpus
-from audio_vqvae.data.alignments import SILENCE
-from audio_vqvae.evaluation.phone_recognizer import MEL_BANDS
-
-CHANNELS, LAYERS, WIDTH, BATCH, CROP, LEARNING_RATE = 128, 4, 5, 32, 100, 2e-3
-
-
-def classifier(inputs: int, phones: int) -> nn.Module:
-    layers: list[nn.Module] = []
-    for layer in range(LAYERS):
-        layers += [nn.Conv1d(inputs if layer == 0 else CHANNELS, CHANNELS, WIDTH, padding=WIDTH // 2), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Conv1d(CHANNELS, phones, 1))
+from audio_vqvae.evaluation.phone_recognizer import MEL_BANDS, frame_hits, train_network
 
 
 def features(model, corpus: PreparedCorpus, indices: list[int], kind: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -62,39 +51,19 @@ def log_mel_at(x: np.ndarray, rate: int, hop: int) -> np.ndarray:
     return logs - logs.mean(axis=1, keepdims=True)
 
 
-def crop(data, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    inputs, phones = data[int(rng.integers(len(data)))]
-    start = int(rng.integers(max(1, inputs.shape[1] - CROP + 1)))
-    out_inputs = np.zeros((inputs.shape[0], CROP), np.float32)
-    out_phones = np.full(CROP, -1, np.int64)
-    piece = inputs[:, start:start + CROP]
-    out_inputs[:, :piece.shape[1]], out_phones[:piece.shape[1]] = piece, phones[start:start + CROP]
-    return out_inputs, out_phones
-
-
-def train_and_score(train, heldout, phones: int, steps: int, silence: int) -> tuple[float, float, float]:
-    """(held-out frame accuracy, its speech frames', seconds) of a classifier trained on ``train``."""
+def train_and_score(train, heldout, phones: list[str], steps: int) -> tuple[float, float, float]:
+    """(held-out frame accuracy, its speech frames', seconds) of the judge's network trained on ``train``."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    network = classifier(train[0][0].shape[0], phones)
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     started = time.perf_counter()
-    for _ in range(steps):
-        inputs, targets = zip(*(crop(train, rng) for _ in range(BATCH)))
-        loss = nn.functional.cross_entropy(network(torch.from_numpy(np.stack(inputs))),
-                                           torch.from_numpy(np.stack(targets)), ignore_index=-1)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    hits = labelled = speech_hits = speech = 0
+    inputs, labels = zip(*train)
+    network = train_network(inputs, labels, len(phones), rng, steps)
+    totals = np.zeros(4, np.int64)
     with torch.no_grad():
         for inputs, wanted in heldout:
             predicted = network(torch.from_numpy(inputs)[None])[0].argmax(0).numpy()
-            known, spoken = wanted >= 0, (wanted >= 0) & (wanted != silence)
-            hits, labelled = hits + int((predicted == wanted)[known].sum()), labelled + int(known.sum())
-            speech_hits, speech = speech_hits + int((predicted == wanted)[spoken].sum()), speech + int(spoken.sum())
+            totals += np.array(frame_hits(predicted, wanted, phones))
+    hits, labelled, speech_hits, speech = totals.tolist()
     return hits / labelled, speech_hits / speech, time.perf_counter() - started
 
 
@@ -108,14 +77,13 @@ def main() -> None:
     corpus = PreparedCorpus.open(args.cache)
     if not corpus.has_alignments:
         parser.error(f"{args.cache}: the corpus has no phone alignments (prepare it with --alignments)")
-    silence = corpus.phones.index(SILENCE) if SILENCE in corpus.phones else -2
     train_indices, heldout_indices = (corpus.split(name).indices.tolist() for name in ("train", "valid"))
     print(f"{args.checkpoint}: {len(corpus.phones)} phones, frames of {model.hop_length} samples, "
           f"{args.steps} steps per classifier")
     for kind in ("codes", "log-mel"):
         train = features(model, corpus, train_indices, kind)
         heldout = features(model, corpus, heldout_indices, kind)
-        accuracy, speech, seconds = train_and_score(train, heldout, len(corpus.phones), args.steps, silence)
+        accuracy, speech, seconds = train_and_score(train, heldout, corpus.phones, args.steps)
         print(f"{kind:8s} held-out frame phone accuracy {100 * accuracy:5.1f} % (speech frames {100 * speech:5.1f} %), "
               f"{seconds:.0f} s")
 

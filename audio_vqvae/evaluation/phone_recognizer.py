@@ -51,13 +51,14 @@ RECIPE = f"v1 {FRAME_SECONDS} {WINDOW_SECONDS} {MEL_BANDS} {CHANNELS} {LAYERS} {
 
 
 class PhoneRecognizer(nn.Module):
-    """Log-mel frames to phone logits: float[B x 40 x F] -> float[B x phones x F] (same frame count)."""
+    """Log-mel frames to phone logits: float[B x 40 x F] -> float[B x phones x F] (same frame count); ``inputs``:
+    other frame features than the 40 log-mel bands (``scripts/probe_code_phones.py`` reads code vectors)."""
 
-    def __init__(self, phones: int) -> None:
+    def __init__(self, phones: int, inputs: int = MEL_BANDS) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for layer in range(LAYERS):
-            layers += [nn.Conv1d(MEL_BANDS if layer == 0 else CHANNELS, CHANNELS, WIDTH, padding=WIDTH // 2),
+            layers += [nn.Conv1d(inputs if layer == 0 else CHANNELS, CHANNELS, WIDTH, padding=WIDTH // 2),
                        nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv1d(CHANNELS, phones, 1)
@@ -144,10 +145,18 @@ def fit(corpus: PreparedCorpus, progress: bool) -> PhoneRecognizer:
         for version in [audio] + [add_noise(audio, snr, rng) for snr in NOISE_SNRS_DB]:
             features.append(log_mel(version, rate))
             labels.append(phones)
-    network = PhoneRecognizer(len(corpus.phones))
+    return train_network(features, labels, len(corpus.phones), rng, TRAIN_STEPS, progress)
+
+
+def train_network(features: Sequence[np.ndarray], labels: Sequence[np.ndarray], phones: int,
+                  rng: np.random.Generator, steps: int, progress: bool = False) -> PhoneRecognizer:
+    """A :class:`PhoneRecognizer` trained for ``steps`` steps of :data:`BATCH` random crops of float32[C x F]
+    ``features`` and their int64[F] ``labels`` (-1: unlabelled), Adam with a cosine schedule; the network is
+    drawn from torch's global generator, the crops from ``rng``."""
+    network = PhoneRecognizer(phones, features[0].shape[0])
     optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, TRAIN_STEPS)
-    for _ in tqdm(range(TRAIN_STEPS), desc="phone recognizer", unit="step", disable=not progress, leave=False,
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in tqdm(range(steps), desc="phone recognizer", unit="step", disable=not progress, leave=False,
                   file=sys.stderr):
         mels, targets = zip(*(crop(features, labels, rng) for _ in range(BATCH)))
         logits = network(torch.from_numpy(np.stack(mels)))
@@ -165,7 +174,7 @@ def crop(features: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     k = int(rng.integers(len(features)))
     mels, phones = features[k], labels[k]
     start = int(rng.integers(max(1, mels.shape[1] - CROP_FRAMES + 1)))
-    out_mels = np.zeros((MEL_BANDS, CROP_FRAMES), np.float32)
+    out_mels = np.zeros((mels.shape[0], CROP_FRAMES), np.float32)
     out_phones = np.full(CROP_FRAMES, -1, np.int64)
     piece = mels[:, start:start + CROP_FRAMES]
     out_mels[:, :piece.shape[1]] = piece
@@ -176,10 +185,15 @@ def crop(features: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 def frame_accuracy(recognizer: TrainedRecognizer, audio: np.ndarray, sample_rate: int,
                    wanted: np.ndarray) -> tuple[int, int, int, int]:
     """(correct, labelled, correct speech, labelled speech) frames of float[T] audio against int[F] phone ids."""
-    predicted = recognizer.predict(audio, sample_rate)
+    return frame_hits(recognizer.predict(audio, sample_rate), wanted, recognizer.phones)
+
+
+def frame_hits(predicted: np.ndarray, wanted: np.ndarray, phones: Sequence[str]) -> tuple[int, int, int, int]:
+    """(correct, labelled, correct speech, labelled speech) frames of int[F] predicted phone ids against int[F']
+    wanted ones (-1: unlabelled), over the shorter of the two; speech is every phone but silence."""
     count = min(len(predicted), len(wanted))
     predicted, wanted = predicted[:count], wanted[:count]
-    silence = recognizer.phones.index(SILENCE) if SILENCE in recognizer.phones else -2
+    silence = phones.index(SILENCE) if SILENCE in phones else -2
     labelled, speech = wanted >= 0, (wanted >= 0) & (wanted != silence)
     hits = predicted == wanted
     return int(hits[labelled].sum()), int(labelled.sum()), int(hits[speech].sum()), int(speech.sum())
