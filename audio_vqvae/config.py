@@ -163,6 +163,10 @@ class WaveNetConfig(_Config):
     noise_envelope: bool = False
     # Weight of the noise envelope's loss (squared error of the log RMS per code frame).
     noise_weight: float = 1.0
+    # Weight of the rendering loss (0 = not computed): the log-mel distance of the signal to the expected
+    # spectrum of what the parts make with white noise for the WaveNet, h + the LPC filter's response to noise
+    # of the predicted RMS. Trains the part networks together. Needs noise_envelope. See audio_vqvae.rendering.
+    render_weight: float = 0.0
 
     @property
     def excitation_channels(self) -> int:
@@ -198,6 +202,10 @@ class WaveNetConfig(_Config):
         if self.noise_envelope and not (self.harmonics or self.lpc_order):
             raise ConfigError("decoder.noise_envelope scales what a synthesis part leaves: it needs decoder.harmonics "
                               "or decoder.lpc_order")
+        _require_range(self, "render_weight", "decoder", minimum=0.0)
+        if self.render_weight and not self.noise_envelope:
+            raise ConfigError("decoder.render_weight scores the parts' rendering with noise of the predicted level: it "
+                              "needs decoder.noise_envelope")
         if self.gate_channels % 2:
             raise ConfigError(f"decoder.gate_channels must be even (tanh and sigmoid halves), got {self.gate_channels}")
 

@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from typing import Iterator
 
 import librosa
 import torch
@@ -149,8 +150,23 @@ def harmonic_loss(harmonic: torch.Tensor, signal: torch.Tensor, voiced: torch.Te
     return error / ((signal ** 2 * weight).sum() + 1e-8)
 
 
+def spectral_resolutions(sample_rate: int, like: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """``(n_fft, hop, window, mel basis)`` of each of the :data:`SPECTRAL_WINDOWS` resolutions of the spectral losses
+    (a Hann window, a hop of a quarter of it), on ``like``'s device and in its dtype."""
+    for seconds in SPECTRAL_WINDOWS:
+        n_fft = round(seconds * sample_rate)
+        window = torch.hann_window(n_fft, device=like.device, dtype=like.dtype)
+        yield n_fft, n_fft // 4, window, mel_basis(sample_rate, n_fft).to(like)
+
+
+def stft_power(audio: torch.Tensor, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """Short-time power |STFT|² of Tensor[B x T], centred frames: Tensor[B x (n_fft // 2 + 1) x frames]."""
+    return torch.stft(audio, len(window), hop, window=window, center=True, return_complex=True).abs() ** 2
+
+
 @functools.lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int) -> torch.Tensor:
+def mel_basis(sample_rate: int, n_fft: int) -> torch.Tensor:
+    """The :data:`SPECTRAL_BANDS` mel filters up to sr / 2 for a DFT of ``n_fft``: Tensor[bands x (n_fft // 2 + 1)]."""
     return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=SPECTRAL_BANDS)).float()
 
 
@@ -172,15 +188,8 @@ def spectral_loss(harmonic: torch.Tensor, signal: torch.Tensor, voiced: torch.Te
     signal, voiced = signal.to(harmonic), voiced.to(harmonic)
     target = signal * voiced
     total = harmonic.new_zeros(())
-    for seconds in SPECTRAL_WINDOWS:
-        n_fft = round(seconds * sample_rate)
-        hop = n_fft // 4
-        window = torch.hann_window(n_fft, device=harmonic.device, dtype=harmonic.dtype)
-        basis = _mel_basis(sample_rate, n_fft).to(harmonic)
-        logs = []
-        for audio in (harmonic, target):
-            power = torch.stft(audio, n_fft, hop, window=window, center=True, return_complex=True).abs() ** 2
-            logs.append(torch.log(basis @ power + SPECTRAL_FLOOR))
+    for n_fft, hop, window, basis in spectral_resolutions(sample_rate, harmonic):
+        logs = [torch.log(basis @ stft_power(audio, hop, window) + SPECTRAL_FLOOR) for audio in (harmonic, target)]
         frames = logs[0].shape[2]
         mostly_voiced = F.avg_pool1d(F.pad(voiced.unsqueeze(1), (n_fft // 2, n_fft // 2)), n_fft, hop)[:, 0, :frames]
         mask = (mostly_voiced > 0.5).to(harmonic).unsqueeze(1)

@@ -27,6 +27,7 @@ from audio_vqvae.lpc import synthesis_rows
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.parts import PartInputs
 from audio_vqvae.quantizer import make_quantizer, time_jitter
+from audio_vqvae.rendering import decoder_rendering_loss
 from audio_vqvae.wavenet import WaveNet
 
 
@@ -45,7 +46,8 @@ class VQVAEOutput:
         codes_used: distinct codes in this batch.
         targets: LongTensor[B x T], the classes the logits score (the excitation's with a synthesis).
         losses: every loss term by name, unweighted: ``reconstruction``, ``quantizer``, and each synthesis
-            part's (``harmonic`` with ``harmonics``, ``envelope`` with ``lpc_order``; :mod:`audio_vqvae.parts`);
+            part's (``harmonic`` with ``harmonics``, ``envelope`` with ``lpc_order``; :mod:`audio_vqvae.parts`),
+            ``noise`` with ``noise_envelope``, ``render`` with ``render_weight`` (:mod:`audio_vqvae.rendering`);
             what the trainer and its logs iterate.
         predictions: each synthesis part's prediction by its loss name, DoubleTensor[B x T] (detached): the
             harmonic part's ``h``, the LPC split's ``p`` on the residual ``s − h``.
@@ -245,6 +247,10 @@ class VQVAE(nn.Module):
                                                                              audio.shape[1]), excitation)
                 weights[noise.loss_name] = noise.loss_weight
                 excitation = excitation / gain
+            if self.config.decoder.render_weight:  # the parts' rendering with white noise (audio_vqvae.rendering)
+                losses["render"] = decoder_rendering_loss(self.decoder, self.part_inputs(code_vectors, speaker, pitch,
+                                                                                         audio.shape[1]), signal)
+                weights["render"] = self.config.decoder.render_weight
             targets = mu_law_encode(excitation, quantization)
             prediction = mu_law_encode(predicted, quantization)
         conditioning = self.conditioning(code_vectors, audio.shape[1], pitch)
