@@ -120,7 +120,8 @@ class HarmonicPart(DecoderPart, nn.Module):
         if self.spectral_weight:
             extra["harmonic_spectral"] = (spectral_loss(harmonic.float(), signal, voiced, inputs.sample_rate),
                                           self.spectral_weight)
-        return Split(harmonic.detach().double(), harmonic_loss(harmonic.float(), signal, voiced), extra)
+        return Split(harmonic.detach().double(), harmonic_loss(harmonic.float(), signal, voiced), extra,
+                     output=harmonic)
 
 
 def synthesize(amplitudes: torch.Tensor, pitch: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:

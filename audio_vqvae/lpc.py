@@ -158,7 +158,7 @@ class SourceFilter(DecoderPart, nn.Module):
         part), and the envelope network's loss against that residual's true frames."""
         raw = self(inputs.vectors, inputs.speaker)
         loss = envelope_loss(raw.float(), residual.float(), inputs.hop, inputs.sample_rate)
-        return Split(predict(residual, sample_coefficients(raw, inputs.hop, inputs.length)), loss)
+        return Split(predict(residual, sample_coefficients(raw, inputs.hop, inputs.length)), loss, output=raw)
 
 
 def reflections_from(raw: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from audio_vqvae.lpc import synthesis_rows
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.parts import PartInputs
 from audio_vqvae.quantizer import make_quantizer, time_jitter
-from audio_vqvae.rendering import decoder_rendering_loss
+from audio_vqvae.rendering import rendering_loss
 from audio_vqvae.wavenet import WaveNet
 
 
@@ -222,7 +222,7 @@ class VQVAE(nn.Module):
         inputs = self.targets(audio)
         targets, prediction = inputs, None
         losses = {"reconstruction": None, "quantizer": quantizer_loss}
-        predictions, weights = {}, {}
+        predictions, weights, outputs = {}, {}, {}
         if self.synthesises:
             # The WaveNet models what the synthesis parts leave: each part predicts from the residual of the
             # parts before it (detached: each is trained by its own loss), and the sum of their predictions is
@@ -238,19 +238,21 @@ class VQVAE(nn.Module):
                 for name, (value, weight) in split.extra_losses.items():
                     losses[name], weights[name] = value, weight
                 predictions[part.loss_name] = split.prediction
+                outputs[part.loss_name] = split.output
             predicted = predicted.clamp(-1.0, 1.0)
             quantization = self.decoder.quantization_channels
             excitation = signal.double() - predicted
             noise = self.decoder.noise
             if noise is not None:  # the WaveNet draws the excitation on the scale the envelope predicts
-                gain, losses[noise.loss_name] = noise.scale(self.part_inputs(code_vectors, speaker, pitch,
-                                                                             audio.shape[1]), excitation)
+                gain, losses[noise.loss_name], log_sigma = noise.scale(
+                    self.part_inputs(code_vectors, speaker, pitch, audio.shape[1]), excitation)
                 weights[noise.loss_name] = noise.loss_weight
                 excitation = excitation / gain
-            if self.config.decoder.render_weight:  # the parts' rendering with white noise (audio_vqvae.rendering)
-                losses["render"] = decoder_rendering_loss(self.decoder, self.part_inputs(code_vectors, speaker, pitch,
-                                                                                         audio.shape[1]), signal)
-                weights["render"] = self.config.decoder.render_weight
+                if self.config.decoder.render_weight:  # the parts' rendering with white noise (audio_vqvae.rendering)
+                    losses["render"] = rendering_loss(outputs.get("harmonic"), outputs.get("envelope"),
+                                                      log_sigma.float(), signal.float(), self.hop_length,
+                                                      self.config.sample_rate)
+                    weights["render"] = self.config.decoder.render_weight
             targets = mu_law_encode(excitation, quantization)
             prediction = mu_law_encode(predicted, quantization)
         conditioning = self.conditioning(code_vectors, audio.shape[1], pitch)

@@ -79,12 +79,13 @@ class NoiseEnvelope(DecoderPart, nn.Module):
         """The excitation's gain ``g = HEADROOM · σ`` of the utterances: DoubleTensor[B x T]."""
         return per_sample_gain(self(inputs.vectors, inputs.speaker), inputs.hop, inputs.length)
 
-    def scale(self, inputs: PartInputs, excitation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def scale(self, inputs: PartInputs, excitation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forced: the gain DoubleTensor[B x T] (detached) that ``excitation`` DoubleTensor[B x T], what
-        the synthesis parts leave, is divided by for the WaveNet's targets, and :func:`noise_loss`."""
+        the synthesis parts leave, is divided by for the WaveNet's targets, :func:`noise_loss`, and the network's
+        ``log σ`` Tensor[B x T'] with its gradient (for :mod:`audio_vqvae.rendering`)."""
         log_sigma = self(inputs.vectors, inputs.speaker)
         loss = noise_loss(log_sigma.float(), excitation, inputs.hop)
-        return per_sample_gain(log_sigma.detach(), inputs.hop, inputs.length), loss
+        return per_sample_gain(log_sigma.detach(), inputs.hop, inputs.length), loss, log_sigma
 
 
 def per_sample_gain(log_sigma: torch.Tensor, hop: int, length: int) -> torch.Tensor:

@@ -65,11 +65,14 @@ class Split:
             part of the WaveNet's prediction input.
         loss: the part's own training loss (unweighted), named by :attr:`DecoderPart.loss_name`.
         extra_losses: further losses of the part, name -> (unweighted loss, weight).
+        output: the part network's output with its gradient (the harmonic part's ``h``, the envelope network's
+            ``u``), for a loss on the parts together (:mod:`audio_vqvae.rendering`).
     """
 
     prediction: torch.Tensor
     loss: torch.Tensor
     extra_losses: dict[str, tuple[torch.Tensor, float]] = field(default_factory=dict)
+    output: Optional[torch.Tensor] = None
 
 
 class DecoderPart:

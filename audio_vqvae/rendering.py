@@ -31,16 +31,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 
 from audio_vqvae.harmonic import SPECTRAL_FLOOR, SPECTRAL_WINDOWS, spectral_resolutions, stft_power
 from audio_vqvae.lpc import prediction_coefficients, reflections_from
-from audio_vqvae.parts import PartInputs
-
-if TYPE_CHECKING:
-    from audio_vqvae.wavenet import WaveNet
 
 MIN_INVERSE_GAIN = 1e-6  # |A(e^{jω})|² is floored here: a predicted resonance is at most 60 dB above the noise level
 
@@ -101,11 +97,3 @@ def rendering_loss(harmonic: Optional[torch.Tensor], raw: Optional[torch.Tensor]
         total = total + difference.abs().mean()
     return total / len(SPECTRAL_WINDOWS)
 
-
-def decoder_rendering_loss(decoder: WaveNet, inputs: PartInputs, signal: torch.Tensor) -> torch.Tensor:
-    """:func:`rendering_loss` of a decoder's parts (one with a noise envelope) on one batch: each part network is
-    run again on ``inputs`` (frame-rate networks, cheap next to the WaveNet)."""
-    harmonic = decoder.harmonic.signal(inputs) if decoder.harmonic is not None else None
-    raw = decoder.envelope(inputs.vectors, inputs.speaker) if decoder.envelope is not None else None
-    log_sigma = decoder.noise(inputs.vectors, inputs.speaker)
-    return rendering_loss(harmonic, raw, log_sigma.float(), signal.float(), inputs.hop, inputs.sample_rate)
