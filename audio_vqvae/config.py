@@ -167,6 +167,10 @@ class WaveNetConfig(_Config):
     # spectrum of what the parts make with white noise for the WaveNet, h + the LPC filter's response to noise
     # of the predicted RMS. Trains the part networks together. Needs noise_envelope. See audio_vqvae.rendering.
     render_weight: float = 0.0
+    # Generation only (training never reads it): the noise envelope's gain in voiced samples, by the f0 rows'
+    # voicing, is multiplied by this (1 = as trained). Needs noise_envelope and f0 (harmonics or
+    # excitation_harmonics). See audio_vqvae.noise.
+    voiced_noise: float = 1.0
 
     @property
     def excitation_channels(self) -> int:
@@ -206,6 +210,12 @@ class WaveNetConfig(_Config):
         if self.render_weight and not self.noise_envelope:
             raise ConfigError("decoder.render_weight scores the parts' rendering with noise of the predicted level: it "
                               "needs decoder.noise_envelope")
+        _require_range(self, "voiced_noise", "decoder", minimum=0.0, maximum=1.0)
+        if self.voiced_noise != 1.0 and not self.noise_envelope:
+            raise ConfigError("decoder.voiced_noise scales the noise envelope's gain: it needs decoder.noise_envelope")
+        if self.voiced_noise != 1.0 and not (self.harmonics or self.excitation_harmonics):
+            raise ConfigError("decoder.voiced_noise scales the noise in voiced samples, known from f0: it needs "
+                              "decoder.harmonics or decoder.excitation_harmonics")
         if self.gate_channels % 2:
             raise ConfigError(f"decoder.gate_channels must be even (tanh and sigmoid halves), got {self.gate_channels}")
 

@@ -200,6 +200,26 @@ def synthesis_rows(offset: Optional[torch.Tensor], coefficients: Optional[torch.
     return torch.cat([offset.double().unsqueeze(2), gain.double().unsqueeze(2), coefficients.double()], dim=2)
 
 
+def synthesise(rows: torch.Tensor, excitation: torch.Tensor) -> torch.Tensor:
+    """Generation's synthesis for a given excitation: DoubleTensor[B x T x (2 + M)] rows (:func:`synthesis_rows`)
+    and Tensor[B x T] ``e`` -> FloatTensor[B x T] signal ``s[t] = p[t] + g[t] e[t]``, with the clamps and the
+    float32 rounding of every generation path (``audio_vqvae.generation.engine._Synthesis``), so that the
+    excitation a WaveNet drew gives back the samples it made. With an excitation of white noise it is the parts
+    without the WaveNet (:meth:`audio_vqvae.model.VQVAE.parts_on_noise`)."""
+    offset, gain, coefficients = rows[:, :, 0].double(), rows[:, :, 1].double(), rows[:, :, 2:].double()
+    batch, steps, order = coefficients.shape
+    drawn = gain * excitation.double()
+    history = torch.zeros(batch, order, dtype=torch.float64, device=rows.device)  # u[t-1], ..., u[t-M]
+    signal = torch.zeros(batch, steps, dtype=torch.float32, device=rows.device)
+    for t in range(steps):
+        prediction = ((history * coefficients[:, t]).sum(-1) + offset[:, t]).clamp(-1.0, 1.0)
+        value = (prediction + drawn[:, t]).clamp(-1.0, 1.0).float()
+        signal[:, t] = value
+        if order:
+            history = torch.cat([(value.double() - offset[:, t]).unsqueeze(1), history[:, :-1]], dim=1)
+    return signal
+
+
 def envelope_loss(raw: torch.Tensor, signal: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:
     """Mean squared error of the predictor's u against atanh of the true frames' reflection coefficients."""
     frames = raw.shape[1]

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -23,8 +23,9 @@ from torch import nn
 from audio_vqvae.config import ModelConfig
 from audio_vqvae.emphasis import deemphasis, preemphasis
 from audio_vqvae.encoder import Encoder
-from audio_vqvae.lpc import synthesis_rows
+from audio_vqvae.lpc import synthesis_rows, synthesise
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
+from audio_vqvae.noise import HEADROOM
 from audio_vqvae.parts import PartInputs
 from audio_vqvae.quantizer import make_quantizer, time_jitter
 from audio_vqvae.rendering import rendering_loss
@@ -333,6 +334,38 @@ class VQVAE(nn.Module):
         full = codes.shape[1] * self.hop_length
         inputs = self.part_inputs(self.quantizer.lookup(codes), speaker, pitch[:, :, :full], full)
         return self.waveform(None, self.decoder.harmonic.signal(inputs).clamp(-1.0, 1.0))
+
+    def set_voiced_noise(self, scale: float) -> None:
+        """Generate with the noise envelope's gain in voiced samples multiplied by ``scale`` (``decoder.voiced_noise``,
+        which the model was made with; a command's ``--voiced-noise``). Raises ConfigError as the config would."""
+        replace(self.config.decoder, voiced_noise=scale).validate()
+        self.config.decoder.voiced_noise = scale
+        self.decoder.noise.voiced_scale = scale
+
+    @torch.no_grad()
+    def parts_on_noise(self, codes: torch.Tensor, speaker: torch.Tensor, pitch: Optional[torch.Tensor],
+                       seeds: Sequence[int]) -> torch.Tensor:
+        """The decoder's parts with white noise in place of the WaveNet's draws: LongTensor[B x T'] codes,
+        LongTensor[B] speakers, Tensor[B x 3 x T' * hop] pitch rows (None for a model without f0) and one seed
+        per utterance -> Tensor[B x T' * hop] audio.
+
+        Every excitation sample is Gaussian with the RMS the WaveNet's scaled excitation has in training,
+        ``1 / HEADROOM``, so the rest is noise of the noise envelope's predicted RMS σ through the LPC split's
+        predicted filter, on top of ``h``: ``s = h + p + σ n``, through generation's own synthesis
+        (:func:`audio_vqvae.lpc.synthesise`). It is what a harmonic-plus-noise vocoder makes of the parts; beside
+        :meth:`decode` it shows what the WaveNet's draws add to noise of the right level and envelope.
+        """
+        if self.decoder.noise is None:
+            raise ValueError("this model has no noise envelope (decoder.noise_envelope): nothing gives the level of "
+                             "the noise that would replace the WaveNet's draws")
+        full = codes.shape[1] * self.hop_length
+        vectors = self.quantizer.lookup(codes)
+        rows = torch.cat([self._synthesis(vectors[row:row + 1], speaker[row:row + 1],  # one by one, as decode does
+                                          None if pitch is None else pitch[row:row + 1, :, :full], full)
+                          for row in range(len(codes))])
+        noise = torch.stack([torch.randn(full, generator=torch.Generator().manual_seed(int(seed)),
+                                         dtype=torch.float64) for seed in seeds]) / HEADROOM
+        return self.waveform(None, synthesise(rows, noise.to(rows.device)))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, speaker: torch.Tensor, temperature: float = 1.0,

@@ -14,7 +14,13 @@ prediction, as a vocoder's gain or a codec's excitation gain does:
   ``g = HEADROOM · σ`` (detached): its targets are the classes of the scaled excitation, so a frame the
   network expects to be quiet is drawn on a fine scale;
 * generation emits ``s[t] = p[t] + g[t] e[t]`` (the gain is a column of
-  :func:`audio_vqvae.lpc.synthesis_rows`, one without this part, which multiplies exactly).
+  :func:`audio_vqvae.lpc.synthesis_rows`, one without this part, which multiplies exactly);
+* in generation only, the gain of voiced samples (the f0 rows' voicing) is multiplied by
+  ``decoder.voiced_noise`` (:attr:`NoiseEnvelope.voiced_scale`). In voiced frames most of what the parts leave
+  is periodic energy the harmonic part did not explain, which the WaveNet cannot place and draws as noise,
+  louder than the truth (``scripts/probe_drawn_excitation.py``); drawn softer there, the harmonics come through,
+  as a harmonic-plus-noise vocoder's noise is weaker in voiced speech. (A lower sampling temperature in voiced
+  samples, LPCNet's way, was measured instead: it keeps that energy; docs/results.md.)
 
 ``g`` depends only on the codes and the speaker, so it is computed for the whole utterance before the sample
 loop, like ``h``.
@@ -55,13 +61,16 @@ class NoiseEnvelope(DecoderPart, nn.Module):
         code_dim, speaker_dim: D and S.
         hidden: channels of the two hidden convolutions.
         loss_weight: the weight of :func:`noise_loss` in the total (``decoder.noise_weight``).
+        voiced_scale: the gain's factor in voiced samples when generating (``decoder.voiced_noise``; 1: none).
     """
 
     loss_name = "noise"
 
-    def __init__(self, code_dim: int, speaker_dim: int, hidden: int = 128, loss_weight: float = 1.0):
+    def __init__(self, code_dim: int, speaker_dim: int, hidden: int = 128, loss_weight: float = 1.0,
+                 voiced_scale: float = 1.0):
         super().__init__()
         self.loss_weight = loss_weight
+        self.voiced_scale = voiced_scale
         self.input = nn.Conv1d(code_dim + speaker_dim, hidden, kernel_size=3, padding=1)
         self.hidden = nn.Conv1d(hidden, hidden, kernel_size=3, padding=1)
         self.output = nn.Conv1d(hidden, 1, kernel_size=1)
@@ -76,8 +85,15 @@ class NoiseEnvelope(DecoderPart, nn.Module):
         return self.output(x)[:, 0]
 
     def gain(self, inputs: PartInputs) -> torch.Tensor:
-        """The excitation's gain ``g = HEADROOM · σ`` of the utterances: DoubleTensor[B x T]."""
-        return per_sample_gain(self(inputs.vectors, inputs.speaker), inputs.hop, inputs.length)
+        """What generation scales the drawn excitation by: ``g = HEADROOM · σ``, times :attr:`voiced_scale` in
+        voiced samples (``g · (1 − (1 − voiced_scale) v)`` for the pitch rows' voicing v), DoubleTensor[B x T]."""
+        gain = per_sample_gain(self(inputs.vectors, inputs.speaker), inputs.hop, inputs.length)
+        if self.voiced_scale != 1.0:
+            if inputs.pitch is None:
+                raise ValueError("decoder.voiced_noise scales the noise in voiced samples: it needs the f0 rows")
+            voiced = inputs.pitch[:, 2, :inputs.length].to(gain)
+            gain = gain * (1.0 - (1.0 - self.voiced_scale) * voiced)
+        return gain
 
     def scale(self, inputs: PartInputs, excitation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forced: the gain DoubleTensor[B x T] (detached) that ``excitation`` DoubleTensor[B x T], what

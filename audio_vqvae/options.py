@@ -118,6 +118,7 @@ class NumberList:
 
 SEED = Number(int, minimum=0, maximum=MAX_SEED)
 TEMPERATURE = Number(float, minimum=0.0)
+VOICED_NOISE = Number(float, minimum=0.0, maximum=1.0)  # --voiced-noise: decoder.voiced_noise's range
 POSITIVE_INT = Number(int, minimum=1)
 COUNT = Number(int, minimum=0)
 POSITIVE_SECONDS = Number(float, above=0.0)

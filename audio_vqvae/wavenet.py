@@ -178,7 +178,8 @@ class WaveNet(nn.Module):
                                       loss_weight=config.harmonic_weight,
                                       spectral_weight=config.harmonic_spectral_weight) if config.harmonics else None)
         # The noise envelope (audio_vqvae.noise): the scale of the excitation the WaveNet draws.
-        self.noise = (NoiseEnvelope(code_dim, config.speaker_dim, loss_weight=config.noise_weight)
+        self.noise = (NoiseEnvelope(code_dim, config.speaker_dim, loss_weight=config.noise_weight,
+                                    voiced_scale=config.voiced_noise)
                       if config.noise_envelope else None)
 
     @property

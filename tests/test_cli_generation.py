@@ -175,6 +175,15 @@ def test_pitch_model_refuses_unvoiced_only_input(pitch_checkpoint, tmp_path, cap
     assert "too short" in capsys.readouterr().err and not out.exists()
 
 
+def test_voiced_noise_needs_a_noise_envelope_and_says_so_in_one_line(pitch_checkpoint, speech, tmp_path, capsys):
+    out = tmp_path / "out.wav"
+    assert run("convert", "--checkpoint", pitch_checkpoint, "--input", speech, "--speaker", "p226", "--output", out,
+               "--voiced-noise", "0.5") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--voiced-noise" in err and "needs decoder.noise_envelope" in err
+    assert not out.exists()
+
+
 def test_pitch_model_conversion_moves_f0_unless_kept(pitch_checkpoint, speech, tmp_path, monkeypatch):
     """The f0 a conversion speaks with: moved to the target's range, kept, or shifted, as asked."""
     from audio_vqvae.commands import generation as generation_cli

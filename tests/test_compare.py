@@ -112,11 +112,16 @@ def test_other_settings_of_one_checkpoint_get_their_own_column(tmp_path):
     checkpoint = "runs/vctk-demo/checkpoints/step-00010000.pt"
     save(tmp_path, "t1.json", fake_report(checkpoint, 0))
     save(tmp_path, "t05.json", fake_report(checkpoint, 0, temperature=0.5))
+    noise = fake_report(checkpoint, 0)
+    noise["settings"].update(part="noise", voiced_noise=0.5)
+    save(tmp_path, "noise.json", noise)
     columns = group_reports(load_reports([str(tmp_path)]))
-    assert [column.seeds for column in columns] == [[0], [0]]
+    assert [column.seeds for column in columns] == [[0], [0], [0]]
+    # The heading names the settings that tell the columns apart; a report from before "part" existed is "all".
     assert sorted(column.heading for column in columns) == [
-        "vctk-demo @ 10,000 (utterances 16, conversions 2, seconds 2.0, temperature 0.5)",
-        "vctk-demo @ 10,000 (utterances 16, conversions 2, seconds 2.0, temperature 1.0)"]
+        "vctk-demo @ 10,000 (temperature 0.5, part all, voiced_noise None)",
+        "vctk-demo @ 10,000 (temperature 1.0, part all, voiced_noise None)",
+        "vctk-demo @ 10,000 (temperature 1.0, part noise, voiced_noise 0.5)"]
 
 
 def test_out_writes_the_printed_table(tmp_path, capsys):

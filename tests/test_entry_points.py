@@ -165,14 +165,15 @@ def test_console_script_refuses_bad_numbers_in_one_line(checkpoint, speech, tmp_
 NUMERIC_OPTIONS = [  # every numeric option of every sub-command, with a value out of its range
     *[(command, option, value) for command in ("reconstruct", "convert", "decode")
       for option, value in (("--temperature", "nan"), ("--seed", "-1"), ("--batch-size", "0"),
-                            ("--pitch-shift", "49"))],
+                            ("--pitch-shift", "49"), ("--voiced-noise", "1.5"))],
     ("bench", "--seconds", "0"), ("bench", "--reference-seconds", "inf"), ("bench", "--threads", "0"),
     ("bench", "--repeats", "0"), ("bench", "--batches", "1,0"),
     ("prepare", "--sample-rate", "16"), ("prepare", "--trim-silence-db", "nan"), ("prepare", "--level-db", "3"),
     ("prepare", "--valid-utterances-per-speaker", "-1"), ("prepare", "--prepare-workers", "-2"),
     ("demo-corpus", "--workers", "x"),
     ("evaluate", "--utterances", "0"), ("evaluate", "--conversions", "-1"), ("evaluate", "--seconds", "-inf"),
-    ("evaluate", "--temperature", "-0.5"), ("evaluate", "--seed", "1e3"), ("evaluate", "--classifier-utterances", "0"),
+    ("evaluate", "--temperature", "-0.5"), ("evaluate", "--voiced-noise", "-0.1"), ("evaluate", "--seed", "1e3"),
+    ("evaluate", "--classifier-utterances", "0"),
 ]
 
 

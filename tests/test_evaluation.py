@@ -485,3 +485,27 @@ def test_evaluate_the_deterministic_part_alone(tiny, tmp_path, capsys):
     assert evaluate_command(tiny["checkpoint"], tmp_path / "none.json", "--part", "deterministic") == 2
     error = capsys.readouterr().err
     assert "needs a model with a harmonic part" in error and len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_evaluate_the_parts_on_noise_and_a_softer_voiced_noise(tiny, tmp_path, capsys):
+    """--part noise judges the parts with white noise in place of the WaveNet's draws (seeded like sampling);
+    --voiced-noise generates with another decoder.voiced_noise than the checkpoint's."""
+    checkpoint = pitch_model_checkpoint(tiny, tmp_path / "noise.pt", harmonics=4, lpc_order=4, noise_envelope=True)
+    reports = []
+    for seed, extra in ((0, ()), (1, ()), (0, ("--voiced-noise", "0.5"))):
+        out = tmp_path / f"noise{seed}{len(extra)}.json"
+        assert evaluate_command(checkpoint, out, "--part", "noise", "--seed", seed, *extra) == 0
+        reports.append(json.loads(out.read_text()))
+    assert [report["settings"]["part"] for report in reports] == ["noise"] * 3
+    assert [report["settings"]["voiced_noise"] for report in reports] == [None, None, 0.5]
+    assert reports[0]["reconstruction"] != reports[1]["reconstruction"]  # other noise drawn
+    assert reports[0]["reconstruction"] != reports[2]["reconstruction"]  # softer in voiced samples
+    capsys.readouterr()
+    assert evaluate_command(tiny["checkpoint"], tmp_path / "none.json", "--part", "noise") == 2
+    error = capsys.readouterr().err
+    assert "needs a model with a noise envelope" in error and len(error.strip().splitlines()) == 1
+    assert evaluate_command(tiny["checkpoint"], tmp_path / "none.json", "--voiced-noise", "0.5") == 2
+    error = capsys.readouterr().err
+    assert "--voiced-noise" in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "none.json").exists()

@@ -195,7 +195,11 @@ def test_decode_rows_of_mixed_lengths_give_each_row_what_it_gives_alone():
                                  temperature=0.8))
         assert together[k].shape == (codes[k].shape[0] * 8,) and torch.equal(together[k], alone[0])
     with pytest.raises(ValueError, match="mixed_lengths=False"):
-        next(decode_rows(model, rows, batch_size=3, pitch=pitch.__getitem__, mixed_lengths=True, deterministic=True))
+        next(decode_rows(model, rows, batch_size=3, pitch=pitch.__getitem__, mixed_lengths=True, part="deterministic"))
+    with pytest.raises(ValueError, match="mixed_lengths=False"):
+        next(decode_rows(model, rows, batch_size=3, pitch=pitch.__getitem__, mixed_lengths=True, part="noise"))
+    with pytest.raises(ValueError, match="part must be"):
+        next(decode_rows(model, rows, batch_size=3, pitch=pitch.__getitem__, part="wavenet"))
     with pytest.raises(ValueError, match="exactly one"):
         next(decode_rows(model, [DecodeRow(0)], batch_size=1, pitch=pitch.__getitem__))
     with pytest.raises(ValueError, match="pass pitch="):

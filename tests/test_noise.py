@@ -15,9 +15,9 @@ from test_lpc import VARIANTS, lpc_model, pitch_rows
 
 from audio_vqvae.config import ConfigError, ModelConfig, WaveNetConfig
 from audio_vqvae.generation.engine import generate
-from audio_vqvae.lpc import predict
+from audio_vqvae.lpc import predict, synthesise
 from audio_vqvae.model import VQVAE
-from audio_vqvae.mulaw import mu_law_encode
+from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.noise import FLOOR, HEADROOM, NoiseEnvelope, frame_log_rms, noise_loss, per_sample_gain
 
 HOP = 8  # the tiny model's
@@ -116,3 +116,72 @@ def test_generation_rows_carry_the_gain_and_scale_the_draws_by_it():
     # Without the part the gain column is one (an exact multiply: decoders without it are unchanged).
     _, plain = lpc_model(**VARIANTS["harmonic+lpc"]).decoder_inputs(codes, speaker, pitch=pitch)
     assert torch.equal(plain[:, :, 1], torch.ones(1, 320, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["torch", "fused"])
+def test_synthesis_of_the_drawn_excitation_gives_back_the_generated_signal(method):
+    """lpc.synthesise is generation's synthesis: the excitation a WaveNet drew makes the samples it made."""
+    model = lpc_model(**VARIANTS["harmonic+lpc+noise"])
+    codes, speaker, pitch = torch.randint(0, 16, (2, 40)), torch.tensor([1, 2]), pitch_rows(2, 320)
+    conditioning, synthesis = model.decoder_inputs(codes, speaker, pitch=pitch)
+    out = generate(model.decoder, conditioning, speaker, seeds=[5, 6], synthesis=synthesis, method=method)
+    assert torch.equal(synthesise(synthesis, mu_law_decode(out.samples, 256)), out.signal.float())
+
+
+@torch.no_grad()
+def test_the_parts_on_noise_draw_noise_of_the_predicted_level_through_the_predicted_filter():
+    model = lpc_model(**VARIANTS["harmonic+lpc+noise"])
+    codes, speaker, pitch = torch.randint(0, 16, (3, 40)), torch.tensor([0, 1, 2]), pitch_rows(3, 320)
+    audio = model.parts_on_noise(codes, speaker, pitch, seeds=[5, 6, 7])
+    assert audio.shape == (3, 320) and audio.dtype == torch.float32
+    # Each utterance is what it is alone, from its own seed; another seed draws other noise.
+    for row in range(3):
+        alone = model.parts_on_noise(codes[row:row + 1], speaker[row:row + 1], pitch[row:row + 1], [5 + row])
+        assert torch.equal(alone[0], audio[row])
+    assert not torch.equal(model.parts_on_noise(codes[:1], speaker[:1], pitch[:1], [9])[0], audio[0])
+    # Take h and the LPC prediction away: what is left, over the gain, is the drawn noise at the scaled
+    # excitation's RMS of 1 / HEADROOM (the noise envelope's sigma once the gain is applied).
+    inputs = model.part_inputs(model.quantizer.lookup(codes), speaker, pitch, 320)
+    harmonic = model.decoder.harmonic.signal(inputs).double()
+    residual = audio.double() - harmonic
+    prediction = predict(residual, model.decoder.envelope.coefficients(inputs))
+    drawn = (audio.double() - (prediction + harmonic).clamp(-1, 1)) / model.decoder.noise.gain(inputs)
+    noise = torch.randn(320, generator=torch.Generator().manual_seed(6), dtype=torch.float64) / HEADROOM
+    kept = audio[1].abs() < 1  # generation clamps to [-1, 1]; elsewhere the recovery is exact to float32 rounding
+    assert kept.float().mean() > 0.8
+    assert torch.allclose(drawn[1][kept], noise[kept], atol=1e-5)
+    assert float(drawn[audio.abs() < 1].pow(2).mean().sqrt()) == pytest.approx(1 / HEADROOM, rel=0.1)
+    with pytest.raises(ValueError, match="no noise envelope"):
+        lpc_model(**VARIANTS["harmonic+lpc"]).parts_on_noise(codes, speaker, pitch, seeds=[5, 6, 7])
+
+
+def test_voiced_noise_softens_the_gain_of_voiced_samples_when_generating_only():
+    model = lpc_model(**VARIANTS["harmonic+lpc+noise"])
+    codes, speaker, pitch = torch.randint(0, 16, (1, 40)), torch.tensor([1]), pitch_rows(1, 320)
+    _, before = model.decoder_inputs(codes, speaker, pitch=pitch)
+    audio = torch.randn(1, 320, generator=torch.Generator().manual_seed(2)) * 0.1
+    trained = model(audio, speaker, codes=codes, pitch=pitch)
+    model.set_voiced_noise(0.25)
+    assert model.config.decoder.voiced_noise == 0.25
+    _, after = model.decoder_inputs(codes, speaker, pitch=pitch)
+    voicing = pitch[0, 2].double()  # pitch_rows: unvoiced at the start, rising to voiced over the first frame
+    assert voicing[0] == 0 and voicing[-1] == 1 and 0 < voicing[40] < 1
+    assert after[0, 0, 1] == before[0, 0, 1]
+    assert torch.allclose(after[0, :, 1], (1 - 0.75 * voicing) * before[0, :, 1], rtol=1e-12)
+    assert torch.equal(after[:, :, [0, *range(2, after.shape[2])]], before[:, :, [0, *range(2, before.shape[2])]])
+    # Training does not read it: the same targets and losses.
+    again = model(audio, speaker, codes=codes, pitch=pitch)
+    assert torch.equal(again.targets, trained.targets)
+    assert all(torch.equal(again.losses[name], trained.losses[name]) for name in trained.losses)
+
+
+def test_voiced_noise_is_checked_like_the_config():
+    with pytest.raises(ConfigError, match="voiced_noise must be >= 0 and <= 1"):
+        WaveNetConfig(harmonics=4, noise_envelope=True, voiced_noise=1.5).validate()
+    with pytest.raises(ConfigError, match="voiced_noise.*needs decoder.noise_envelope"):
+        WaveNetConfig(harmonics=4, voiced_noise=0.5).validate()
+    with pytest.raises(ConfigError, match="voiced_noise.*needs decoder.harmonics or decoder.excitation_harmonics"):
+        WaveNetConfig(lpc_order=4, noise_envelope=True, voiced_noise=0.5).validate()
+    WaveNetConfig(harmonics=4, noise_envelope=True, voiced_noise=0.0).validate()
+    with pytest.raises(ConfigError, match="needs decoder.noise_envelope"):
+        lpc_model(**VARIANTS["harmonic+lpc"]).set_voiced_noise(0.5)

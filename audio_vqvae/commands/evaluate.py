@@ -8,7 +8,7 @@ from pathlib import Path
 
 from audio_vqvae.data.corpora import CORPORA
 from audio_vqvae.errors import CorpusNotFoundError, InputError
-from audio_vqvae.options import COUNT, POSITIVE_INT, POSITIVE_SECONDS, SEED, TEMPERATURE, device
+from audio_vqvae.options import COUNT, POSITIVE_INT, POSITIVE_SECONDS, SEED, TEMPERATURE, VOICED_NOISE, device
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   temperature=args.temperature, seed=args.seed,
                                   classifier_utterances=args.classifier_utterances,
                                   skip=tuple(name for name in (args.skip or "").split(",") if name),
-                                  part=args.part)
+                                  part=args.part, voiced_noise=args.voiced_noise)
     try:
         evaluation = evaluate(args.checkpoint, corpus=args.corpus, data_root=args.data_root, cache=args.cache,
                               settings=settings, device=args.device, progress=not args.no_progress)
@@ -100,10 +100,14 @@ def register(subparsers) -> None:
     parser.add_argument("--skip", metavar="JUDGE[,JUDGE]",
                         help="judges not to run (report sections, e.g. quality,speaker_encoder); every judge runs by "
                              "default")
-    parser.add_argument("--part", choices=("all", "deterministic"), default="all",  # evaluation.evaluate.PARTS
-                        help="what generates: the whole decoder (all, the default) or, for a model with a harmonic "
-                             "part, its deterministic part alone (the WaveNet's draws set to zero), to show what "
-                             "the WaveNet adds")
+    parser.add_argument("--part", choices=("all", "deterministic", "noise"), default="all",  # evaluate.PARTS
+                        help="what generates: the whole decoder (all, the default); for a model with a harmonic "
+                             "part, its deterministic part alone (the WaveNet's draws set to zero); or, for a model "
+                             "with a noise envelope, its parts with white noise of the predicted level in place of "
+                             "the WaveNet's draws: the last two show what the WaveNet adds")
+    parser.add_argument("--voiced-noise", type=VOICED_NOISE, metavar="SCALE",
+                        help="models with a noise envelope and f0: scale the drawn noise in voiced samples by this, "
+                             f"{VOICED_NOISE.range} (default: the model's decoder.voiced_noise)")
     parser.add_argument("--run-dir", help="also write the figures (eval/*) and a few audio clips to TensorBoard here")
     # cpu by default, not auto: the report's figures then come from the same arithmetic on every machine.
     parser.add_argument("--device", type=device, default="cpu",

@@ -18,7 +18,7 @@ from audio_vqvae.errors import InputError
 from audio_vqvae.filesystem import check_writable
 from audio_vqvae.generation.codes_file import check_codes_path, encode_file, read_codes_file, write_codes_file
 from audio_vqvae.generation.jobs import Job, conversion_jobs, job_pitch, run_jobs, speaker_from_file_name, speaker_names
-from audio_vqvae.options import POSITIVE_INT, SEED, TEMPERATURE, Number, device
+from audio_vqvae.options import POSITIVE_INT, SEED, TEMPERATURE, VOICED_NOISE, Number, device
 
 # Four octaves either way covers any voice; beyond that the f0 leaves the range pitch tracking reports.
 PITCH_SHIFT = Number(float, minimum=-48.0, maximum=48.0)
@@ -32,6 +32,17 @@ def _check_method(args: argparse.Namespace) -> None:
     if args.method == "fused" and torch.device(args.device).type != "cpu":
         raise InputError(f"--method fused runs on the CPU, but the model would be on {args.device}; "
                          "add --device cpu (or use --method auto)")
+
+
+def _voiced_noise(model, args: argparse.Namespace) -> None:
+    """Apply ``--voiced-noise`` (the checkpoint's ``decoder.voiced_noise`` without it), or say in one line why not."""
+    from audio_vqvae.config import ConfigError
+
+    if args.voiced_noise is not None:
+        try:
+            model.set_voiced_noise(args.voiced_noise)
+        except ConfigError as err:
+            raise InputError(f"{args.checkpoint}: --voiced-noise: {err}") from None
 
 
 def _load(checkpoint: str, device: str = "cpu"):
@@ -85,6 +96,9 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=16,
                         help=f"utterances generated at once, {POSITIVE_INT.range} (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--voiced-noise", type=VOICED_NOISE, metavar="SCALE",
+                        help="models with a noise envelope and f0: scale the drawn noise in voiced samples by this, "
+                             f"{VOICED_NOISE.range} (default: the model's decoder.voiced_noise)")
     parser.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES",
                         help="models with pitch input: shift the f0 spoken with by this many semitones, "
                              f"{PITCH_SHIFT.range} (default 0)")
@@ -109,6 +123,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     _check_method(args)
     check_writable(Path(args.output))  # before any work
     model, level_db = _load_for_encoding(args.checkpoint, args.device)
+    _voiced_noise(model, args)
     path = Path(args.input)
     if args.speaker:
         name, speaker = resolve_speakers(model, args.speaker)[0]
@@ -132,6 +147,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     source, output = Path(args.input), Path(args.output)
     check_writable(output, folder=output.is_dir() or source.is_dir())  # before any work (and again for a folder)
     model, level_db = _load_for_encoding(args.checkpoint, args.device)
+    _voiced_noise(model, args)
     targets = resolve_speakers(model, args.speaker)
     if source.is_dir():
         files = _input_files(source)
@@ -184,6 +200,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     _check_method(args)
     check_writable(Path(args.output))  # before any work
     model = _load(args.checkpoint, args.device)
+    _voiced_noise(model, args)
     name, speaker = resolve_speakers(model, args.speaker)[0]
     encoded = read_codes_file(model, Path(args.input))
     job = Job(encoded.codes, speaker, Path(args.output), args.seed,

@@ -24,8 +24,10 @@ from typing import Optional, Sequence
 from audio_vqvae.errors import InputError
 from audio_vqvae.evaluation.measures import DEMO_TARGETS, HEADLINE, Measure
 
-# The settings that must agree within a column (the seed is what varies).
-_SAME_SETTINGS = ("utterances", "conversions", "seconds", "temperature")
+# The settings that must agree within a column (the seed is what varies), with the value a report written before
+# the setting existed had.
+_SAME_SETTINGS = {"utterances": None, "conversions": None, "seconds": None, "temperature": None, "part": "all",
+                  "voiced_noise": None}
 
 
 @dataclass
@@ -95,7 +97,7 @@ def group_reports(loaded: Sequence[tuple[Optional[str], Path, dict]]) -> list[Co
     columns: dict[tuple, Column] = {}
     for label, path, report in loaded:
         settings = report["settings"]
-        key = (label, str(report["checkpoint"]), tuple(settings.get(name) for name in _SAME_SETTINGS))
+        key = (label, str(report["checkpoint"]), tuple(settings.get(name, old) for name, old in _SAME_SETTINGS.items()))
         if label is not None:
             clash = next((other for other in columns if other[0] == label and other != key), None)
             if clash is not None:
@@ -112,11 +114,14 @@ def group_reports(loaded: Sequence[tuple[Optional[str], Path, dict]]) -> list[Co
     for column in columns.values():
         order = sorted(range(len(column.reports)), key=lambda i: column.reports[i]["settings"]["seed"])
         column.reports, column.paths = [column.reports[i] for i in order], [column.paths[i] for i in order]
-    headings = [column.heading for column in columns.values()]
-    for column in columns.values():
-        if headings.count(column.heading) > 1:  # the same run and step under other settings
-            settings = column.reports[0]["settings"]
-            column.heading += " (" + ", ".join(f"{name} {settings.get(name)}" for name in _SAME_SETTINGS) + ")"
+    by_heading: dict[str, list[tuple]] = {}
+    for key, column in columns.items():
+        by_heading.setdefault(column.heading, []).append(key)
+    for keys in by_heading.values():
+        if len(keys) > 1:  # the same run and step under other settings: name those that differ
+            differ = [i for i, name in enumerate(_SAME_SETTINGS) if len({key[2][i] for key in keys}) > 1]
+            for key in keys:
+                columns[key].heading += " (" + ", ".join(f"{list(_SAME_SETTINGS)[i]} {key[2][i]}" for i in differ) + ")"
     return list(columns.values())
 
 

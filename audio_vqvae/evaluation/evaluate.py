@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from audio_vqvae.checkpoint import load_checkpoint, model_from_checkpoint
-from audio_vqvae.config import DataConfig
+from audio_vqvae.config import ConfigError, DataConfig
 from audio_vqvae.data import PreparedCorpus, ensure_prepared
 from audio_vqvae.errors import InputError
 from audio_vqvae.evaluation.controls import f0_control, speaker_median_f0
@@ -58,7 +58,7 @@ from audio_vqvae.pitch import conversion_stats, generation_pitch
 __all__ = ["JUDGES", "Evaluation", "EvaluationSettings", "evaluate", "open_corpus", "select_heldout",
            "utterances_by_speaker", "write_report"]
 
-PARTS = ("all", "deterministic")  # what of the decoder generates (EvaluationSettings.part)
+PARTS = ("all", "deterministic", "noise")  # what of the decoder generates (EvaluationSettings.part)
 GENERATION_BATCH = 64  # rows per decode call: bigger batches are faster per sample; 64 x 2 s needs about 2.5 GB
 
 JUDGES: tuple[tuple[str, Callable[[Material], Judgement]], ...] = (
@@ -85,9 +85,13 @@ class EvaluationSettings:
         seed: seed of the sampling.
         classifier_utterances: real training utterances per speaker the speaker classifiers learn from.
         skip: sections of :data:`JUDGES` not measured (reported as absent): every judge runs by default.
-        part: ``"all"`` (the decoder as it generates) or ``"deterministic"``: its deterministic part alone, the
-            WaveNet's draws set to zero (the harmonic part, :meth:`audio_vqvae.model.VQVAE.deterministic`), to
-            show what the WaveNet adds; only for a model with ``decoder.harmonics``.
+        part: ``"all"`` (the decoder as it generates); ``"deterministic"``: its deterministic part alone, the
+            WaveNet's draws set to zero (the harmonic part, :meth:`audio_vqvae.model.VQVAE.deterministic`), only
+            for a model with ``decoder.harmonics``; or ``"noise"``: its parts with white noise of the predicted
+            level in place of the WaveNet's draws (:meth:`audio_vqvae.model.VQVAE.parts_on_noise`), only for a
+            model with ``decoder.noise_envelope``. The two show what the WaveNet adds.
+        voiced_noise: generate with this ``decoder.voiced_noise`` instead of the checkpoint's (None: the
+            checkpoint's; :meth:`audio_vqvae.model.VQVAE.set_voiced_noise`).
     """
 
     utterances: int = 16
@@ -98,6 +102,7 @@ class EvaluationSettings:
     classifier_utterances: int = 24
     skip: tuple[str, ...] = ()
     part: str = "all"
+    voiced_noise: Optional[float] = None
 
     def validate(self) -> None:
         if self.utterances < 1:
@@ -159,7 +164,8 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
     Raises:
         CheckpointError: missing or unreadable checkpoint.
         InputError: no corpus, a corpus at another rate, no held-out utterance of a known speaker, or
-            ``part="deterministic"`` for a model without a harmonic part.
+            ``part="deterministic"`` for a model without a harmonic part, ``part="noise"`` for one without a noise
+            envelope.
     """
     settings = settings or EvaluationSettings()
     settings.validate()
@@ -169,6 +175,14 @@ def evaluate(checkpoint: Union[str, Path], *, corpus: Optional[str] = None,
     if settings.part == "deterministic" and model.decoder.harmonic is None:
         raise InputError(f"{checkpoint}: --part deterministic needs a model with a harmonic part (decoder.harmonics); "
                          "this one's output is all WaveNet")
+    if settings.voiced_noise is not None:
+        try:
+            model.set_voiced_noise(settings.voiced_noise)
+        except ConfigError as err:
+            raise InputError(f"{checkpoint}: --voiced-noise: {err}") from None
+    if settings.part == "noise" and model.decoder.noise is None:
+        raise InputError(f"{checkpoint}: --part noise needs a model with a noise envelope (decoder.noise_envelope), "
+                         "which gives the noise its level")
     prepared = open_corpus(payload, checkpoint, corpus=corpus, data_root=data_root, cache=cache, progress=progress)
     rate, hop = model.config.sample_rate, model.hop_length
     if prepared.sample_rate != rate:
@@ -354,7 +368,7 @@ def _generate(model: VQVAE, corpus: PreparedCorpus, clips: Sequence[Clip], rows:
         for row, waveform in decode_rows(model, decoded, batch_size=GENERATION_BATCH,
                                          clips=[clip.audio for clip in clips], pitch=pitch,
                                          temperature=settings.temperature,
-                                         seed=settings.seed, deterministic=settings.part == "deterministic",
+                                         seed=settings.seed, part=settings.part,
                                          progress=bar.update):
             outputs[row] = waveform.numpy()
     return outputs

@@ -63,7 +63,7 @@ class DecodeRow:
 def decode_rows(model: Any, rows: Sequence[DecodeRow], *, batch_size: int,
                 clips: Sequence[Union[np.ndarray, torch.Tensor]] = (),
                 pitch: Optional[Callable[[int], np.ndarray]] = None, mixed_lengths: bool = False,
-                temperature: float = 1.0, method: str = "auto", seed: int = 0, deterministic: bool = False,
+                temperature: float = 1.0, method: str = "auto", seed: int = 0, part: str = "all",
                 progress: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Generate every row, batched, yielding each row's audio as soon as its batch is done.
 
@@ -80,17 +80,20 @@ def decode_rows(model: Any, rows: Sequence[DecodeRow], *, batch_size: int,
         temperature: sampling temperature; 0 is greedy.
         method: generation path (:func:`audio_vqvae.generation.generate`).
         seed: rows without a seed, in batch ``b``, draw theirs from a generator seeded with ``seed + b``.
-        deterministic: generate the decoder's deterministic part alone
-            (:meth:`~audio_vqvae.model.VQVAE.deterministic`: no sampling, no seeds); needs
-            ``mixed_lengths=False``.
+        part: what generates: ``"all"``, the whole decoder; ``"deterministic"``, its deterministic part alone
+            (:meth:`~audio_vqvae.model.VQVAE.deterministic`: no sampling, no seeds); ``"noise"``, its parts with
+            white noise in place of the WaveNet's draws (:meth:`~audio_vqvae.model.VQVAE.parts_on_noise`, seeded
+            like sampling). The two parts-only ones need ``mixed_lengths=False``.
         progress: called with the number of samples generated since its last call, summed over the rows.
 
     Yields:
         ``(index of the row in rows, Tensor[samples])``: float32 on the CPU, ``samples`` the row's length
         (``T' * hop`` of its codes, or its clip's length); in batch order, rows of a batch in their order.
     """
-    if deterministic and mixed_lengths:
-        raise ValueError("the deterministic part is generated for batches of one length (mixed_lengths=False)")
+    if part not in ("all", "deterministic", "noise"):
+        raise ValueError(f"part must be 'all', 'deterministic' or 'noise', got {part!r}")
+    if part != "all" and mixed_lengths:
+        raise ValueError(f"the decoder's {part} part is generated for batches of one length (mixed_lengths=False)")
     if model.needs_pitch and pitch is None:
         raise ValueError("this model speaks with pitch rows: pass pitch=")
     for row in rows:
@@ -132,14 +135,19 @@ def decode_rows(model: Any, rows: Sequence[DecodeRow], *, batch_size: int,
                 progress(done - reported[0])
                 reported[0] = done
 
-        if deterministic:
+        if part == "deterministic":
             audio = model.deterministic(codes, speakers, rows_pitch)
             advance(audio.shape[1])
         else:
             drawn = seeds_from(torch.Generator().manual_seed(seed + number), len(batch))
             seeds = [drawn[position] if row.seed is None else row.seed for position, row in enumerate(batch)]
-            audio = model.decode(codes, speakers, temperature=temperature, seeds=seeds, method=method,
-                                 progress=advance, pitch=rows_pitch, lengths=lengths if mixed_lengths else None)
+            if part == "noise":
+                audio = model.parts_on_noise(codes, speakers, rows_pitch, seeds)
+                advance(audio.shape[1])
+            else:
+                audio = model.decode(codes, speakers, temperature=temperature, seeds=seeds, method=method,
+                                     progress=advance, pitch=rows_pitch,
+                                     lengths=lengths if mixed_lengths else None)
         audio = audio.float().cpu()
         for position, index in enumerate(members):
             yield index, audio[position, :lengths[position]]
