@@ -501,6 +501,8 @@ def test_evaluate_the_parts_on_noise_and_a_softer_voiced_noise(tiny, tmp_path, c
     assert [report["settings"]["voiced_noise"] for report in reports] == [None, None, 0.5]
     assert reports[0]["reconstruction"] != reports[1]["reconstruction"]  # other noise drawn
     assert reports[0]["reconstruction"] != reports[2]["reconstruction"]  # softer in voiced samples
+    summary = (tmp_path / "noise02.md").read_text()  # the summary says how its audio was made
+    assert "temperature 1, voiced noise 0.5, the parts on white noise in place of the WaveNet's draws" in summary
     capsys.readouterr()
     assert evaluate_command(tiny["checkpoint"], tmp_path / "none.json", "--part", "noise") == 2
     error = capsys.readouterr().err

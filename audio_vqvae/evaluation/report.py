@@ -75,6 +75,19 @@ def audio_examples(evaluation: "Evaluation") -> dict[str, np.ndarray]:
     return audio
 
 
+def _generation(settings: dict) -> str:
+    """How the report's audio was generated: the temperature, a ``--voiced-noise`` and a ``--part`` other than all."""
+    text = f"temperature {settings['temperature']:g}"
+    if settings.get("voiced_noise") is not None:
+        text += f", voiced noise {settings['voiced_noise']:g}"
+    part = settings.get("part", "all")
+    if part == "deterministic":
+        text += ", the deterministic part alone (the WaveNet's draws set to zero)"
+    elif part == "noise":
+        text += ", the parts on white noise in place of the WaveNet's draws"
+    return text
+
+
 def format_markdown(report: dict) -> str:
     """A readable summary: every measured row of the table next to its reference, then what was not measured."""
     corpus, settings = report["corpus"], report["settings"]
@@ -84,7 +97,7 @@ def format_markdown(report: dict) -> str:
         "",
         f"Held-out split of `{corpus['cache']}`: {corpus['utterances']} of {corpus['heldout_utterances']} utterances, "
         f"clips of up to {settings['seconds']:g} s, {corpus['conversions']} conversions "
-        f"({settings['conversions']} per clip) and as many f0-only controls, temperature {settings['temperature']:g}, "
+        f"({settings['conversions']} per clip) and as many f0-only controls, {_generation(settings)}, "
         f"seed {settings['seed']}; {report['seconds']:.0f} s.",
         "",
         "| measure | value | reference | target |",
