@@ -200,24 +200,50 @@ def synthesis_rows(offset: Optional[torch.Tensor], coefficients: Optional[torch.
     return torch.cat([offset.double().unsqueeze(2), gain.double().unsqueeze(2), coefficients.double()], dim=2)
 
 
+class Synthesis:
+    """Generation's synthesis, one sample at a time, in float64 (the PyTorch generation path's; the fused
+    kernels do the same arithmetic): ``p[t] = Σ_i c[t, i] u[t − i] + h[t]`` on the residual ``u = s − h`` and
+    ``s[t] = p[t] + g[t] e[t]``, both clamped to [-1, 1] (:func:`synthesis_rows`).
+
+    The signal is rounded to float32 as it is made, so that a teacher-forced pass over the float32 output
+    (:func:`predict`) sees exactly the values generation continued from.
+    """
+
+    def __init__(self, rows: torch.Tensor):
+        self.offset = rows[:, :, 0].double()
+        self.gain = rows[:, :, 1].double()
+        self.coefficients = rows[:, :, 2:].double()
+        batch, steps, order = self.coefficients.shape
+        self.history = torch.zeros(batch, order, dtype=torch.float64, device=rows.device)  # u[t-1], ..., u[t-M]
+        self.signal = torch.zeros(batch, steps, dtype=torch.float32, device=rows.device)
+        self.prediction = None
+
+    def predict(self, t: int) -> torch.Tensor:
+        """``p[t]``, DoubleTensor[B]."""
+        self.prediction = ((self.history * self.coefficients[:, t]).sum(-1) + self.offset[:, t]).clamp(-1.0, 1.0)
+        return self.prediction
+
+    def advance(self, t: int, excitation: torch.Tensor, teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Add the gain times the excitation value Tensor[B] to the prediction; the value fed on, DoubleTensor[B]:
+        the new sample, or ``teacher[t]`` where one is given."""
+        value = (self.prediction + self.gain[:, t] * excitation.double()).clamp(-1.0, 1.0).float()
+        self.signal[:, t] = value
+        fed = (teacher if teacher is not None else value).float().double()
+        residual = (fed - self.offset[:, t]).unsqueeze(1)
+        self.history = torch.cat([residual, self.history[:, :-1]], dim=1)[:, :self.history.shape[1]]
+        return fed
+
+
 def synthesise(rows: torch.Tensor, excitation: torch.Tensor) -> torch.Tensor:
-    """Generation's synthesis for a given excitation: DoubleTensor[B x T x (2 + M)] rows (:func:`synthesis_rows`)
-    and Tensor[B x T] ``e`` -> FloatTensor[B x T] signal ``s[t] = p[t] + g[t] e[t]``, with the clamps and the
-    float32 rounding of every generation path (``audio_vqvae.generation.engine._Synthesis``), so that the
-    excitation a WaveNet drew gives back the samples it made. With an excitation of white noise it is the parts
-    without the WaveNet (:meth:`audio_vqvae.model.VQVAE.parts_on_noise`)."""
-    offset, gain, coefficients = rows[:, :, 0].double(), rows[:, :, 1].double(), rows[:, :, 2:].double()
-    batch, steps, order = coefficients.shape
-    drawn = gain * excitation.double()
-    history = torch.zeros(batch, order, dtype=torch.float64, device=rows.device)  # u[t-1], ..., u[t-M]
-    signal = torch.zeros(batch, steps, dtype=torch.float32, device=rows.device)
-    for t in range(steps):
-        prediction = ((history * coefficients[:, t]).sum(-1) + offset[:, t]).clamp(-1.0, 1.0)
-        value = (prediction + drawn[:, t]).clamp(-1.0, 1.0).float()
-        signal[:, t] = value
-        if order:
-            history = torch.cat([(value.double() - offset[:, t]).unsqueeze(1), history[:, :-1]], dim=1)
-    return signal
+    """:class:`Synthesis` of a given excitation: DoubleTensor[B x T x (2 + M)] rows (:func:`synthesis_rows`) and
+    Tensor[B x T] ``e`` -> FloatTensor[B x T] signal, so that the excitation a WaveNet drew gives back the samples
+    it made. With an excitation of white noise it is the parts without the WaveNet
+    (:meth:`audio_vqvae.model.VQVAE.parts_on_noise`)."""
+    synthesis = Synthesis(rows)
+    for t in range(rows.shape[1]):
+        synthesis.predict(t)
+        synthesis.advance(t, excitation[:, t])
+    return synthesis.signal
 
 
 def envelope_loss(raw: torch.Tensor, signal: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:

@@ -360,7 +360,8 @@ class VQVAE(nn.Module):
                              "the noise that would replace the WaveNet's draws")
         full = codes.shape[1] * self.hop_length
         vectors = self.quantizer.lookup(codes)
-        rows = torch.cat([self._synthesis(vectors[row:row + 1], speaker[row:row + 1],  # one by one, as decode does
+        # One utterance at a time, as decode with lengths conditions them: each one's audio is that of its own codes.
+        rows = torch.cat([self._synthesis(vectors[row:row + 1], speaker[row:row + 1],
                                           None if pitch is None else pitch[row:row + 1, :, :full], full)
                           for row in range(len(codes))])
         noise = torch.stack([torch.randn(full, generator=torch.Generator().manual_seed(int(seed)),

@@ -119,9 +119,10 @@ def group_reports(loaded: Sequence[tuple[Optional[str], Path, dict]]) -> list[Co
         by_heading.setdefault(column.heading, []).append(key)
     for keys in by_heading.values():
         if len(keys) > 1:  # the same run and step under other settings: name those that differ
-            differ = [i for i, name in enumerate(_SAME_SETTINGS) if len({key[2][i] for key in keys}) > 1]
+            differ = [i for i in range(len(_SAME_SETTINGS)) if len({key[2][i] for key in keys}) > 1]
+            names = list(_SAME_SETTINGS)
             for key in keys:
-                columns[key].heading += " (" + ", ".join(f"{list(_SAME_SETTINGS)[i]} {key[2][i]}" for i in differ) + ")"
+                columns[key].heading += " (" + ", ".join(f"{names[i]} {key[2][i]}" for i in differ) + ")"
     return list(columns.values())
 
 

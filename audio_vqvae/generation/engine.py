@@ -41,6 +41,7 @@ from typing import Callable, Literal, Optional, Sequence
 import numpy as np
 import torch
 
+from audio_vqvae.lpc import Synthesis
 from audio_vqvae.mulaw import mu_law_decode, mu_law_encode
 from audio_vqvae.wavenet import GenerationOutput, WaveNet
 
@@ -251,38 +252,20 @@ def _generate_torch(decoder, conditioning, speaker, temperature, uniforms, teach
     return GenerationOutput(samples=samples, logits=logits_out, signal=signal)
 
 
-class _Synthesis:
-    """The synthesis of the PyTorch path, in float64: ``p[t] = Σ_i c[t, i] u[t − i] + h[t]`` on the residual
-    ``u = s − h`` and ``s[t] = p[t] + g[t] e[t]`` (:func:`audio_vqvae.lpc.synthesis_rows`).
-
-    The signal is rounded to float32 as it is made, so that a teacher-forced pass over the float32
-    output (:func:`audio_vqvae.lpc.predict`) sees exactly the values generation continued from.
-    """
+class _Synthesis(Synthesis):
+    """:class:`audio_vqvae.lpc.Synthesis` in the WaveNet's μ-law classes: the prediction's class is its input, the
+    drawn class is the excitation, and the new sample's class is the next input."""
 
     def __init__(self, rows: torch.Tensor, classes: int):
-        self.encode = lambda x: mu_law_encode(x, classes)  # noqa: E731
+        super().__init__(rows)
         self.classes = classes
-        self.offset = rows[:, :, 0].double()
-        self.gain = rows[:, :, 1].double()
-        self.coefficients = rows[:, :, 2:].double()
-        batch, steps, order = self.coefficients.shape
-        self.history = torch.zeros(batch, order, dtype=torch.float64, device=rows.device)  # u[t-1], ..., u[t-M]
-        self.signal = torch.zeros(batch, steps, dtype=torch.float32, device=rows.device)
-        self.prediction = None
 
     def predict(self, t: int) -> torch.Tensor:
-        self.prediction = ((self.history * self.coefficients[:, t]).sum(-1) + self.offset[:, t]).clamp(-1.0, 1.0)
-        return self.encode(self.prediction)
+        return mu_law_encode(super().predict(t), self.classes)
 
     def advance(self, t: int, excitation: torch.Tensor, teacher: Optional[torch.Tensor]) -> torch.Tensor:
         """Add the drawn excitation class to the prediction; the class of the new sample (the next input)."""
-        drawn = self.gain[:, t] * mu_law_decode(excitation, self.classes).double()
-        value = (self.prediction + drawn).clamp(-1.0, 1.0).float()
-        self.signal[:, t] = value
-        fed = (teacher if teacher is not None else value).float().double()
-        residual = (fed - self.offset[:, t]).unsqueeze(1)
-        self.history = torch.cat([residual, self.history[:, :-1]], dim=1)[:, :self.history.shape[1]]
-        return self.encode(fed)
+        return mu_law_encode(super().advance(t, mu_law_decode(excitation, self.classes), teacher), self.classes)
 
 
 def _kernel_constant(decoder: WaveNet, speaker: torch.Tensor) -> np.ndarray:

@@ -3,7 +3,7 @@ synthesis row ``(h[t], g[t], c_1..c_M)`` (:func:`audio_vqvae.lpc.synthesis_rows`
 the drawn excitation scaled by the gain, and the μ-law class of a float64 value.
 
 Compiled without 'contract' and called, not numba-inlined, so that no product is fused into an FMA:
-the arithmetic is that of the PyTorch path (audio_vqvae.generation.engine._Synthesis), float64
+the arithmetic is that of the PyTorch path (audio_vqvae.lpc.Synthesis), float64
 throughout. The prediction is summed here in coefficient order and by torch's reduction there: the two
 may differ in the last bit of a float64, which changes a float32 sample or a μ-law class only when the
 sum lies within that bit of a rounding boundary (the tests find the paths identical).
